@@ -1,0 +1,23 @@
+export * from "./gen/mpmc/v1/job_pb.js";
+export * from "./gen/mpmc/v1/stats_pb.js";
+export * from "./gen/mpmc/v1/broker_pb.js";
+export * from "./gen/mpmc/v1/aggregator_pb.js";
+export { MpmcError, hasCode, type ErrorCode } from "./errors.js";
+export { grpcStatusOf, toServiceError } from "./grpc/status.js";
+export { addGrpcService, grpcServiceDefinition, type GrpcHandlers } from "./grpc/service-definition.js";
+export { addReflection, fileDescriptorSet } from "./grpc/reflection.js";
+export { startGrpcServer, type GrpcServerOptions, type RunningGrpcServer } from "./grpc/server.js";
+export { connectTo, createTransport } from "./grpc/client.js";
+export { createLogger, type Logger, type LogFormat, type LoggerOptions } from "./logger.js";
+export {
+  durationIn,
+  integerIn,
+  isValidId,
+  maxIdLength,
+  parseAddress,
+  parseDurationMs,
+  parseId,
+  parseMsRange,
+  randomInRange,
+  type MsRange,
+} from "./settings.js";
