@@ -21,3 +21,12 @@ export {
   randomInRange,
   type MsRange,
 } from "./settings.js";
+export { durationOfMs, msOfDuration, msOfTimestamp, timestampOfMs } from "./time.js";
+export { notifyParent, stopOnSignals, type ChildMessage } from "./process.js";
+export {
+  brokerAddressOption,
+  listenOptions,
+  logOptions,
+  shutdownGraceOption,
+  type LogSettings,
+} from "./cli-options.js";

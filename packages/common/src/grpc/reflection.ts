@@ -1,8 +1,8 @@
-import { create, toBinary, type DescFile } from "@bufbuild/protobuf";
-import { FileDescriptorSetSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
-import { loadFileDescriptorSetFromBuffer, loadSync, type PackageDefinition } from "@grpc/proto-loader";
+import { toBinary, type DescFile } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
+import type { MessageTypeDefinition, PackageDefinition } from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
-import { protoPath as healthProtoPath } from "grpc-health-check";
+import { file_grpc_health_v1_health } from "../gen/grpc/health/v1/health_pb.js";
 import type { Server } from "@grpc/grpc-js";
 
 /**
@@ -31,13 +31,28 @@ export function fileDescriptorSet(files: readonly DescFile[]): FileDescriptorPro
 /**
  * Adds gRPC server reflection (v1 and v1alpha) describing the given files, their
  * imports and grpc.health.v1, so grpcurl and ghz work without the proto files.
+ *
+ * @grpc/reflection 1.0 reads only the fileDescriptorProtos of each package
+ * definition entry. The descriptors come from protobuf-es, not proto-loader,
+ * because proto-loader merges the files of one package into one file without
+ * imports, and reflection clients cannot link that.
  */
 export function addReflection(server: Pick<Server, "addService">, files: readonly DescFile[]): void {
-  const set = create(FileDescriptorSetSchema, { file: fileDescriptorSet(files) });
-  const contract = loadFileDescriptorSetFromBuffer(Buffer.from(toBinary(FileDescriptorSetSchema, set)), {
-    keepCase: true,
-  });
-  const health = loadSync(healthProtoPath, { keepCase: true });
-  const definition: PackageDefinition = { ...contract, ...health };
+  const encoded = fileDescriptorSet([...files, file_grpc_health_v1_health]).map((file) =>
+    Buffer.from(toBinary(FileDescriptorProtoSchema, file)),
+  );
+  const contract: MessageTypeDefinition<object, object> = {
+    format: "Protocol Buffer 3 DescriptorProto",
+    type: {},
+    fileDescriptorProtos: encoded,
+    // Reflection never encodes messages with this entry.
+    serialize: () => {
+      throw new Error("not a message type");
+    },
+    deserialize: () => {
+      throw new Error("not a message type");
+    },
+  };
+  const definition: PackageDefinition = { "mpmc.contract": contract };
   new ReflectionService(definition).addToServer(server);
 }

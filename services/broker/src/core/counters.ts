@@ -1,0 +1,110 @@
+import { build, type Histogram } from "hdr-histogram-js";
+import type { ConsumerSnapshot, ProducerSnapshot, QueueWaitPercentiles } from "./types.js";
+
+interface ConsumerCounters {
+  processed: number;
+  totalProcessingMs: number;
+  rejectedResults: number;
+}
+
+interface ProducerCounters {
+  created: number;
+  lastSequence: number;
+}
+
+/**
+ * The broker's monotonic counters. Gauges (queued, in flight) are not kept here:
+ * the core derives them from the queue and the lease table, so they cannot drift.
+ */
+export class Counters {
+  created = 0;
+  processed = 0;
+  redelivered = 0;
+  rejectedResults = 0;
+  totalProcessingMs = 0;
+
+  private readonly consumers = new Map<string, ConsumerCounters>();
+  private readonly producers = new Map<string, ProducerCounters>();
+  /** Queue waits in microseconds, up to one hour, with two significant digits. */
+  private readonly queueWaitUs: Histogram = build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 3_600_000_000,
+    numberOfSignificantValueDigits: 2,
+    autoResize: true,
+  });
+
+  recordCreated(producerId: string, sequence: number): void {
+    this.created++;
+    const producer = this.producer(producerId);
+    producer.created++;
+    if (sequence > producer.lastSequence) {
+      producer.lastSequence = sequence;
+    }
+  }
+
+  recordProcessed(consumerId: string, processingMs: number, queueWaitMs: number): void {
+    this.processed++;
+    this.totalProcessingMs += processingMs;
+    const consumer = this.consumer(consumerId);
+    consumer.processed++;
+    consumer.totalProcessingMs += processingMs;
+    this.queueWaitUs.recordValue(Math.max(0, Math.round(queueWaitMs * 1000)));
+  }
+
+  recordRejected(consumerId: string): void {
+    this.rejectedResults++;
+    this.consumer(consumerId).rejectedResults++;
+  }
+
+  /** Makes a consumer appear in the stats from the moment it connects. */
+  touchConsumer(consumerId: string): void {
+    this.consumer(consumerId);
+  }
+
+  queueWait(): QueueWaitPercentiles {
+    const h = this.queueWaitUs;
+    if (h.totalCount === 0) {
+      return { p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 };
+    }
+    return {
+      p50Ms: h.getValueAtPercentile(50) / 1000,
+      p90Ms: h.getValueAtPercentile(90) / 1000,
+      p99Ms: h.getValueAtPercentile(99) / 1000,
+      maxMs: h.maxValue / 1000,
+    };
+  }
+
+  consumerSnapshots(
+    live: (consumerId: string) => { connected: boolean; credit: number; inFlight: number },
+  ): ConsumerSnapshot[] {
+    return [...this.consumers].map(([consumerId, c]) => ({
+      consumerId,
+      ...live(consumerId),
+      processed: c.processed,
+      totalProcessingMs: c.totalProcessingMs,
+      rejectedResults: c.rejectedResults,
+    }));
+  }
+
+  producerSnapshots(): ProducerSnapshot[] {
+    return [...this.producers].map(([producerId, p]) => ({ producerId, ...p }));
+  }
+
+  private consumer(consumerId: string): ConsumerCounters {
+    let consumer = this.consumers.get(consumerId);
+    if (consumer === undefined) {
+      consumer = { processed: 0, totalProcessingMs: 0, rejectedResults: 0 };
+      this.consumers.set(consumerId, consumer);
+    }
+    return consumer;
+  }
+
+  private producer(producerId: string): ProducerCounters {
+    let producer = this.producers.get(producerId);
+    if (producer === undefined) {
+      producer = { created: 0, lastSequence: 0 };
+      this.producers.set(producerId, producer);
+    }
+    return producer;
+  }
+}

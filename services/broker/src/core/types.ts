@@ -1,0 +1,115 @@
+/** The broker core's records. Plain data, independent of the wire format. */
+
+/** A job as a producer hands it over, before the broker accepts it. */
+export interface JobInput {
+  data: bigint;
+  payload: Uint8Array;
+  attributes: Readonly<Record<string, string>>;
+  /** Position in the producer's sequence, 0 when the producer does not number its jobs. */
+  sequence: number;
+}
+
+export interface JobRecord extends JobInput {
+  /** Unique and increasing. A JavaScript number is exact up to 2^53 jobs. */
+  readonly id: number;
+  readonly producerId: string;
+  /** When the broker accepted the job, in ms since the epoch. */
+  readonly createdAtMs: number;
+  /** Delivery attempt, from 1. Raised when a delivery is lost; unchanged when a consumer releases the job. */
+  attempt: number;
+}
+
+/** One delivery of a job to a consumer session. */
+export interface Lease {
+  readonly job: JobRecord;
+  readonly sessionId: number;
+  /** Unique per delivery; only the newest delivery's token settles the job. */
+  readonly token: number;
+  readonly deliveredAtMs: number;
+  deadlineMs: number;
+}
+
+export interface AckInput {
+  jobId: number;
+  token: number;
+  output: bigint;
+  processingMs: number;
+}
+
+export interface LeaseRef {
+  jobId: number;
+  token: number;
+}
+
+export interface Rejection extends LeaseRef {
+  reason: string;
+}
+
+export interface ResultRecord {
+  /** Position in the broker's result stream, from 1. */
+  readonly sequence: number;
+  readonly jobId: number;
+  readonly consumerId: string;
+  readonly producerId: string;
+  readonly data: bigint;
+  readonly output: bigint;
+  readonly attempt: number;
+  readonly processingMs: number;
+  readonly queueWaitMs: number;
+  readonly completedAtMs: number;
+}
+
+/** Receives what the broker sends to one consumer stream. Implemented by the RPC shell. */
+export interface ConsumerSink {
+  deliver(leases: readonly Lease[]): void;
+  /** The queue is closed and every job is settled: end the stream with OK. */
+  end(): void;
+}
+
+/** Receives what the broker sends to one result subscriber. */
+export interface ResultSink {
+  results(batch: readonly ResultRecord[]): void;
+  /** The queue is closed and drained: send the final stats and end the stream. */
+  finish(stats: BrokerSnapshot): void;
+}
+
+export interface QueueWaitPercentiles {
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+export interface ConsumerSnapshot {
+  consumerId: string;
+  connected: boolean;
+  credit: number;
+  inFlight: number;
+  processed: number;
+  totalProcessingMs: number;
+  rejectedResults: number;
+}
+
+export interface ProducerSnapshot {
+  producerId: string;
+  created: number;
+  lastSequence: number;
+}
+
+export interface BrokerSnapshot {
+  created: number;
+  processed: number;
+  inFlight: number;
+  queued: number;
+  capacity: number;
+  closed: boolean;
+  drained: boolean;
+  totalProcessingMs: number;
+  averageProcessingMs: number;
+  queueWait: QueueWaitPercentiles;
+  redelivered: number;
+  rejectedResults: number;
+  consumersConnected: number;
+  consumers: ConsumerSnapshot[];
+  producers: ProducerSnapshot[];
+}

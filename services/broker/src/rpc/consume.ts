@@ -1,0 +1,205 @@
+import { create } from "@bufbuild/protobuf";
+import type { handleBidiStreamingCall } from "@grpc/grpc-js";
+import {
+  ConsumeResponseSchema,
+  MpmcError,
+  msOfDuration,
+  toServiceError,
+  type Ack,
+  type ConsumeRequest,
+  type ConsumeResponse,
+  type LeaseRef as LeaseRefMessage,
+} from "@mpmc/common";
+import type { AckInput, ConsumerSink, Lease, LeaseRef, Rejection } from "../core/types.js";
+import type { RpcContext } from "./context.js";
+import { deliveryMessageOf } from "./convert.js";
+import { idNumberOf, requireId } from "./validate.js";
+
+type ConsumeCall = Parameters<handleBidiStreamingCall<ConsumeRequest, ConsumeResponse>>[0];
+
+/**
+ * One consumer stream. The stream's life is a small state machine:
+ * awaiting-hello, then attached (the core delivers jobs), then closed. Whatever
+ * closes it (the consumer ending its side, a cancellation, an invalid request,
+ * the queue draining), the session is detached exactly once, so every job the
+ * consumer still held goes back to the queue.
+ */
+class ConsumeStream {
+  private state: "awaiting-hello" | "attached" | "closed" = "awaiting-hello";
+  private sessionId = 0;
+  private consumerId = "";
+  private waitingForDrain = false;
+
+  constructor(
+    private readonly ctx: RpcContext,
+    private readonly call: ConsumeCall,
+  ) {}
+
+  start(): void {
+    this.call.on("data", (request: ConsumeRequest) => this.guard(() => this.onRequest(request)));
+    // The consumer ended its side: it sends nothing more, so it cannot settle what it holds.
+    this.call.on("end", () => this.close(undefined));
+    this.call.on("cancelled", () => this.close(undefined, "cancelled"));
+    this.call.on("error", (err: Error) => this.close(undefined, err.message));
+  }
+
+  private readonly sink: ConsumerSink = {
+    deliver: (leases: readonly Lease[]) => {
+      const message = create(ConsumeResponseSchema, {
+        kind: { case: "deliveries", value: { deliveries: leases.map(deliveryMessageOf) } },
+      });
+      this.write(message);
+    },
+    end: () => {
+      this.ctx.logger.info({ consumerId: this.consumerId }, "queue drained, ending consumer stream");
+      this.close(undefined);
+    },
+  };
+
+  private onRequest(request: ConsumeRequest): void {
+    if (this.state === "closed") {
+      return;
+    }
+    const kind = request.kind;
+    switch (kind.case) {
+      case "hello": {
+        if (this.state !== "awaiting-hello") {
+          throw new MpmcError("invalid_argument", "hello must be sent once, as the first request of the stream");
+        }
+        const consumerId = requireId("hello.consumer_id", kind.value.consumerId);
+        if (kind.value.credit === 0) {
+          throw new MpmcError("invalid_argument", "hello.credit must be at least 1");
+        }
+        this.consumerId = consumerId;
+        this.state = "attached";
+        this.sessionId = this.ctx.core.attach(consumerId, kind.value.credit, this.sink);
+        this.ctx.logger.info({ consumerId, credit: kind.value.credit }, "consumer connected");
+        return;
+      }
+      case "acks": {
+        this.requireAttached("acks");
+        this.checkBatchSize("acks.acks", kind.value.acks.length);
+        const acks = kind.value.acks.map((ack, i) => ackInputOf(`acks.acks[${i}]`, ack));
+        this.reportRejections(this.ctx.core.acknowledge(this.sessionId, acks));
+        return;
+      }
+      case "release": {
+        this.requireAttached("release");
+        this.checkBatchSize("release.leases", kind.value.leases.length);
+        const refs = kind.value.leases.map((ref, i) => leaseRefOf(`release.leases[${i}]`, ref));
+        this.reportRejections(this.ctx.core.release(this.sessionId, refs));
+        return;
+      }
+      case "stop": {
+        this.requireAttached("stop");
+        this.ctx.core.stopConsuming(this.sessionId);
+        this.ctx.logger.info({ consumerId: this.consumerId }, "consumer stopping, no more deliveries");
+        return;
+      }
+      case undefined:
+        throw new MpmcError("invalid_argument", "request has no kind: set one of hello, acks, release or stop");
+    }
+  }
+
+  private requireAttached(kind: string): void {
+    if (this.state !== "attached") {
+      throw new MpmcError("invalid_argument", `${kind} sent before hello: the first request must be a hello`);
+    }
+  }
+
+  private checkBatchSize(field: string, size: number): void {
+    if (size > this.ctx.limits.maxBatchAcks) {
+      throw new MpmcError("resource_exhausted", `${field} has ${size} entries, over the limit of ${this.ctx.limits.maxBatchAcks} per request`);
+    }
+  }
+
+  private reportRejections(rejections: Rejection[]): void {
+    if (rejections.length === 0) {
+      return;
+    }
+    this.ctx.logger.warn(
+      { consumerId: this.consumerId, rejected: rejections.length, firstJobId: rejections[0]?.jobId, reason: rejections[0]?.reason },
+      "rejected results or releases for jobs the consumer does not hold",
+    );
+    this.write(
+      create(ConsumeResponseSchema, {
+        kind: {
+          case: "rejections",
+          value: {
+            rejections: rejections.map((r) => ({ jobId: BigInt(r.jobId), leaseToken: BigInt(r.token), reason: r.reason })),
+          },
+        },
+      }),
+    );
+  }
+
+  /** Writes a message; while the stream's buffer is full the core sends this consumer nothing. */
+  private write(message: ConsumeResponse): void {
+    if (this.state === "closed") {
+      return;
+    }
+    const writable = this.call.write(message);
+    if (!writable && !this.waitingForDrain) {
+      this.waitingForDrain = true;
+      this.ctx.core.setWritable(this.sessionId, false);
+      this.call.once("drain", () => {
+        this.waitingForDrain = false;
+        this.ctx.core.setWritable(this.sessionId, true);
+      });
+    }
+  }
+
+  private guard(action: () => void): void {
+    try {
+      action();
+    } catch (err) {
+      if (!(err instanceof MpmcError)) {
+        this.ctx.logger.error({ err, consumerId: this.consumerId }, "consume request failed");
+      }
+      this.close(err);
+    }
+  }
+
+  /** Detaches the session once and ends the stream, with OK or the error's status. */
+  private close(err: unknown, reason?: string): void {
+    if (this.state === "closed") {
+      return;
+    }
+    const wasAttached = this.state === "attached";
+    this.state = "closed";
+    if (wasAttached) {
+      const held = this.ctx.core.snapshot().consumers.find((c) => c.consumerId === this.consumerId)?.inFlight ?? 0;
+      this.ctx.core.detach(this.sessionId);
+      this.ctx.logger.info({ consumerId: this.consumerId, requeued: held, reason }, "consumer disconnected");
+    }
+    if (reason !== undefined) {
+      return;
+    }
+    if (err === undefined) {
+      this.call.end();
+    } else {
+      this.call.emit("error", toServiceError(err));
+    }
+  }
+}
+
+function ackInputOf(field: string, ack: Ack): AckInput {
+  const processingMs = msOfDuration(ack.processingDuration);
+  if (!(processingMs >= 0)) {
+    throw new MpmcError("invalid_argument", `${field}.processing_duration must not be negative`);
+  }
+  return {
+    jobId: idNumberOf(`${field}.job_id`, ack.jobId),
+    token: idNumberOf(`${field}.lease_token`, ack.leaseToken),
+    output: ack.output,
+    processingMs,
+  };
+}
+
+function leaseRefOf(field: string, ref: LeaseRefMessage): LeaseRef {
+  return { jobId: idNumberOf(`${field}.job_id`, ref.jobId), token: idNumberOf(`${field}.lease_token`, ref.leaseToken) };
+}
+
+export function consumeHandler(ctx: RpcContext): handleBidiStreamingCall<ConsumeRequest, ConsumeResponse> {
+  return (call) => new ConsumeStream(ctx, call).start();
+}

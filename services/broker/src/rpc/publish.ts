@@ -1,0 +1,71 @@
+import { create } from "@bufbuild/protobuf";
+import type { handleClientStreamingCall } from "@grpc/grpc-js";
+import { MpmcError, PublishResponseSchema, toServiceError, type PublishRequest, type PublishResponse } from "@mpmc/common";
+import { cancellationSignal, type RpcContext } from "./context.js";
+import { jobInputsOf, requireId } from "./validate.js";
+
+/**
+ * Publish reads one request at a time and does not read the next until every
+ * job of the current one is in the queue. While it waits for room, unread
+ * messages stay in grpc-js and HTTP/2 buffers, whose flow-control windows then
+ * stop the producer, so the broker holds at most one batch per stream.
+ */
+export function publishHandler(ctx: RpcContext): handleClientStreamingCall<PublishRequest, PublishResponse> {
+  return (call, callback) => {
+    const signal = cancellationSignal(call);
+    const response = create(PublishResponseSchema, {});
+    let producerId: string | undefined;
+
+    const run = async (): Promise<void> => {
+      for await (const request of call as AsyncIterable<PublishRequest>) {
+        const id = requireId("producer_id", request.producerId);
+        if (producerId === undefined) {
+          producerId = id;
+          ctx.logger.debug({ producerId }, "publish stream started");
+        } else if (id !== producerId) {
+          throw new MpmcError("invalid_argument", `producer_id must be the same on every request of a stream, got "${id}" after "${producerId}"`);
+        }
+        const inputs = jobInputsOf(request.jobs, ctx.limits);
+        let offset = 0;
+        for (;;) {
+          const accepted = ctx.core.offer(id, offset === 0 ? inputs : inputs.slice(offset));
+          if (accepted.length > 0) {
+            const first = accepted[0]?.id ?? 0;
+            const last = accepted[accepted.length - 1]?.id ?? 0;
+            if (response.firstJobId === 0n) {
+              response.firstJobId = BigInt(first);
+            }
+            response.lastJobId = BigInt(last);
+            response.accepted += BigInt(accepted.length);
+            offset += accepted.length;
+          }
+          if (offset >= inputs.length) {
+            break;
+          }
+          await ctx.core.waitForRoom(signal);
+        }
+      }
+    };
+
+    run().then(
+      () => {
+        ctx.logger.debug({ producerId, accepted: Number(response.accepted) }, "publish stream ended");
+        callback(null, response);
+      },
+      (err: unknown) => {
+        if (signal.aborted) {
+          ctx.logger.info({ producerId, accepted: Number(response.accepted) }, "publish stream cancelled by the producer");
+          return;
+        }
+        // Say how far the stream got, so the producer knows which jobs are in the queue.
+        const accepted = `${response.accepted} jobs of this stream were accepted` +
+          (response.accepted > 0n ? `, ids ${response.firstJobId} to ${response.lastJobId}` : "");
+        const error = err instanceof MpmcError ? new MpmcError(err.code, `${err.message}; ${accepted}`) : err;
+        if (!(err instanceof MpmcError)) {
+          ctx.logger.error({ err, producerId }, "publish failed");
+        }
+        callback(toServiceError(error));
+      },
+    );
+  };
+}
