@@ -12,6 +12,7 @@ import type {
   JobRecord,
   Lease,
   LeaseRef,
+  NackInput,
   Rejection,
   ResultRecord,
   ResultSink,
@@ -295,6 +296,32 @@ export class BrokerCore {
     return rejections;
   }
 
+  /**
+   * Records handler failures. Each job goes to the back of the queue with its
+   * attempt raised, so a job that keeps failing does not block the ones behind it.
+   */
+  nack(sessionId: number, nacks: readonly NackInput[]): Rejection[] {
+    const session = this.sessions.get(sessionId);
+    const rejections: Rejection[] = [];
+    for (const nack of nacks) {
+      const lease = this.leaseHeldBy(sessionId, nack);
+      if (typeof lease === "string") {
+        rejections.push({ jobId: nack.jobId, token: nack.token, reason: lease });
+        continue;
+      }
+      this.leases.delete(nack.jobId);
+      session?.held.delete(nack.jobId);
+      this.counters.recordFailedAttempt(session?.consumerId ?? "");
+      lease.job.attempt++;
+      this.queue.pushBack(lease.job);
+    }
+    if (session !== undefined) {
+      this.updateReadiness(session);
+    }
+    this.pump();
+    return rejections;
+  }
+
   /** Sends no more jobs to a session. It still settles or releases what it holds. */
   stopConsuming(sessionId: number): void {
     const session = this.sessions.get(sessionId);
@@ -386,6 +413,7 @@ export class BrokerCore {
       queueWait: this.counters.queueWait(),
       redelivered: this.counters.redelivered,
       rejectedResults: this.counters.rejectedResults,
+      failedAttempts: this.counters.failedAttempts,
       consumersConnected: this.sessions.size,
       consumers: this.counters.consumerSnapshots(live),
       producers: this.counters.producerSnapshots(),

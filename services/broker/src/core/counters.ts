@@ -5,6 +5,7 @@ interface ConsumerCounters {
   processed: number;
   totalProcessingMs: number;
   rejectedResults: number;
+  failedAttempts: number;
 }
 
 interface ProducerCounters {
@@ -21,6 +22,7 @@ export class Counters {
   processed = 0;
   redelivered = 0;
   rejectedResults = 0;
+  failedAttempts = 0;
   totalProcessingMs = 0;
 
   private readonly consumers = new Map<string, ConsumerCounters>();
@@ -56,6 +58,11 @@ export class Counters {
     this.consumer(consumerId).rejectedResults++;
   }
 
+  recordFailedAttempt(consumerId: string): void {
+    this.failedAttempts++;
+    this.consumer(consumerId).failedAttempts++;
+  }
+
   /** Makes a consumer appear in the stats from the moment it connects. */
   touchConsumer(consumerId: string): void {
     this.consumer(consumerId);
@@ -83,6 +90,7 @@ export class Counters {
       processed: c.processed,
       totalProcessingMs: c.totalProcessingMs,
       rejectedResults: c.rejectedResults,
+      failedAttempts: c.failedAttempts,
     }));
   }
 
@@ -93,7 +101,7 @@ export class Counters {
   private consumer(consumerId: string): ConsumerCounters {
     let consumer = this.consumers.get(consumerId);
     if (consumer === undefined) {
-      consumer = { processed: 0, totalProcessingMs: 0, rejectedResults: 0 };
+      consumer = { processed: 0, totalProcessingMs: 0, rejectedResults: 0, failedAttempts: 0 };
       this.consumers.set(consumerId, consumer);
     }
     return consumer;

@@ -36,6 +36,12 @@ export interface AckInput {
   processingMs: number;
 }
 
+export interface NackInput {
+  jobId: number;
+  token: number;
+  error: string;
+}
+
 export interface LeaseRef {
   jobId: number;
   token: number;
@@ -88,6 +94,7 @@ export interface ConsumerSnapshot {
   processed: number;
   totalProcessingMs: number;
   rejectedResults: number;
+  failedAttempts: number;
 }
 
 export interface ProducerSnapshot {
@@ -109,6 +116,7 @@ export interface BrokerSnapshot {
   queueWait: QueueWaitPercentiles;
   redelivered: number;
   rejectedResults: number;
+  failedAttempts: number;
   consumersConnected: number;
   consumers: ConsumerSnapshot[];
   producers: ProducerSnapshot[];

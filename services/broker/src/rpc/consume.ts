@@ -8,7 +8,6 @@ import {
   type Ack,
   type ConsumeRequest,
   type ConsumeResponse,
-  type LeaseRef as LeaseRefMessage,
 } from "@mpmc/common";
 import type { AckInput, ConsumerSink, Lease, LeaseRef, Rejection } from "../core/types.js";
 import type { RpcContext } from "./context.js";
@@ -90,6 +89,19 @@ class ConsumeStream {
         this.reportRejections(this.ctx.core.release(this.sessionId, refs));
         return;
       }
+      case "nacks": {
+        this.requireAttached("nacks");
+        this.checkBatchSize("nacks.nacks", kind.value.nacks.length);
+        const nacks = kind.value.nacks.map((nack, i) => ({
+          ...leaseRefOf(`nacks.nacks[${i}]`, nack),
+          error: nack.error.slice(0, 1_024),
+        }));
+        for (const nack of nacks) {
+          this.ctx.logger.warn({ consumerId: this.consumerId, jobId: nack.jobId, error: nack.error }, "handler failed, job requeued");
+        }
+        this.reportRejections(this.ctx.core.nack(this.sessionId, nacks));
+        return;
+      }
       case "stop": {
         this.requireAttached("stop");
         this.ctx.core.stopConsuming(this.sessionId);
@@ -97,7 +109,7 @@ class ConsumeStream {
         return;
       }
       case undefined:
-        throw new MpmcError("invalid_argument", "request has no kind: set one of hello, acks, release or stop");
+        throw new MpmcError("invalid_argument", "request has no kind: set one of hello, acks, nacks, release or stop");
     }
   }
 
@@ -196,7 +208,7 @@ function ackInputOf(field: string, ack: Ack): AckInput {
   };
 }
 
-function leaseRefOf(field: string, ref: LeaseRefMessage): LeaseRef {
+function leaseRefOf(field: string, ref: { jobId: bigint; leaseToken: bigint }): LeaseRef {
   return { jobId: idNumberOf(`${field}.job_id`, ref.jobId), token: idNumberOf(`${field}.lease_token`, ref.leaseToken) };
 }
 

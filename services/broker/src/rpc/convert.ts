@@ -71,6 +71,7 @@ export function statsMessageOf(snapshot: BrokerSnapshot): BrokerStats {
     },
     redelivered: BigInt(snapshot.redelivered),
     rejectedResults: BigInt(snapshot.rejectedResults),
+    failedAttempts: BigInt(snapshot.failedAttempts),
     consumersConnected: snapshot.consumersConnected,
     consumers: snapshot.consumers.map((c) => ({
       consumerId: c.consumerId,
@@ -80,6 +81,7 @@ export function statsMessageOf(snapshot: BrokerSnapshot): BrokerStats {
       processed: BigInt(c.processed),
       totalProcessingDuration: durationOfMs(c.totalProcessingMs),
       rejectedResults: BigInt(c.rejectedResults),
+      failedAttempts: BigInt(c.failedAttempts),
     })),
     producers: snapshot.producers.map((p) => ({
       producerId: p.producerId,

@@ -1,0 +1,49 @@
+import { toJsonString } from "@bufbuild/protobuf";
+import { Command } from "commander";
+import { BrokerService, BrokerStatsSchema, brokerAddressOption, connectTo, msOfDuration, type BrokerStats } from "@mpmc/common";
+
+/** The stats and close commands: one call each to a running broker. */
+
+export function formatStats(stats: BrokerStats): string {
+  const ms = (d: Parameters<typeof msOfDuration>[0]): string => `${msOfDuration(d).toFixed(1)} ms`;
+  const lines = [
+    `created ${stats.created}, processed ${stats.processed}, in flight ${stats.inFlight}, queued ${stats.queued} of ${stats.capacity}`,
+    `closed ${stats.closed}, drained ${stats.drained}, consumers connected ${stats.consumersConnected}`,
+    `average processing ${ms(stats.averageProcessingDuration)}; queue wait p50 ${ms(stats.queueWait?.p50)}, p90 ${ms(stats.queueWait?.p90)}, p99 ${ms(stats.queueWait?.p99)}`,
+    `redelivered ${stats.redelivered}, failed attempts ${stats.failedAttempts}, rejected results ${stats.rejectedResults}`,
+  ];
+  for (const c of stats.consumers) {
+    lines.push(`  consumer ${c.consumerId}: processed ${c.processed}, in flight ${c.inFlight}, credit ${c.credit}${c.connected ? "" : " (disconnected)"}`);
+  }
+  for (const p of stats.producers) {
+    lines.push(`  producer ${p.producerId}: created ${p.created}`);
+  }
+  return lines.join("\n");
+}
+
+export function statsCommand(): Command {
+  return new Command("stats")
+    .description("print a running broker's counters")
+    .addOption(brokerAddressOption())
+    .option("--json", "print the stats as protobuf JSON")
+    .action(async (options: { broker: string; json?: boolean }) => {
+      const { stats } = await connectTo(BrokerService, options.broker).getStats({}, { timeoutMs: 10_000 });
+      if (stats === undefined) {
+        throw new Error("broker returned no stats");
+      }
+      process.stdout.write(
+        (options.json === true ? toJsonString(BrokerStatsSchema, stats, { prettySpaces: 2 }) : formatStats(stats)) + "\n",
+      );
+    });
+}
+
+export function closeCommand(): Command {
+  return new Command("close")
+    .description("close a running broker's queue: consumers drain what is left, then end")
+    .addOption(brokerAddressOption())
+    .action(async (options: { broker: string }) => {
+      const response = await connectTo(BrokerService, options.broker).closeQueue({}, { timeoutMs: 10_000 });
+      const state = response.alreadyClosed ? "was already closed" : "closed";
+      process.stdout.write(`queue ${state}; ${response.stats?.queued ?? 0} queued and ${response.stats?.inFlight ?? 0} in flight left to drain\n`);
+    });
+}

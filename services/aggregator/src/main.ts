@@ -1,0 +1,66 @@
+import { create } from "@bufbuild/protobuf";
+import {
+  AggregatorService,
+  BrokerService,
+  GetSummaryResponseSchema,
+  addGrpcService,
+  connectTo,
+  createLogger,
+  file_mpmc_v1_aggregator,
+  notifyParent,
+  startGrpcServer,
+  stopOnSignals,
+} from "@mpmc/common";
+import { Aggregation } from "./aggregation.js";
+import type { AggregatorSettings } from "./settings.js";
+import { followResults } from "./subscriber.js";
+
+export const aggregatorServiceName = "mpmc.v1.AggregatorService";
+
+/**
+ * Runs an aggregator process: it follows the broker's results and serves
+ * GetSummary until SIGTERM, also after the broker has drained, so the final
+ * totals stay readable.
+ */
+export async function runAggregator(settings: AggregatorSettings): Promise<void> {
+  const logger = createLogger({ name: "aggregator", level: settings.logLevel, format: settings.logFormat });
+  const aggregation = new Aggregation();
+  const server = await startGrpcServer({
+    host: settings.host,
+    port: settings.port,
+    maxMessageBytes: 65_536,
+    serviceNames: [aggregatorServiceName],
+    files: [file_mpmc_v1_aggregator],
+    register: (grpcServer) =>
+      addGrpcService(grpcServer, AggregatorService, {
+        getSummary: (_call, callback) => callback(null, create(GetSummaryResponseSchema, { summary: aggregation.summary() })),
+      }),
+  });
+  logger.info({ port: server.port, broker: settings.broker }, "aggregator listening");
+  notifyParent({ type: "listening", port: server.port });
+
+  const controller = new AbortController();
+  stopOnSignals(logger, async () => {
+    controller.abort();
+    await server.shutdown(settings.shutdownGrace);
+  });
+
+  await followResults(
+    connectTo(BrokerService, settings.broker),
+    aggregation,
+    { subscriberId: `aggregator-${process.pid}`, progressEvery: settings.progressEvery, logger },
+    controller.signal,
+  );
+  if (aggregation.finished) {
+    logger.info(
+      {
+        results: aggregation.results,
+        averageProcessingMs: Math.round(aggregation.averageProcessingMs * 100) / 100,
+        duplicateResults: aggregation.duplicateResults,
+        perConsumer: Object.fromEntries(aggregation.perConsumer().map((c) => [c.consumerId, c.results])),
+      },
+      "aggregator finished",
+    );
+    notifyParent({ type: "finished" });
+  }
+}

@@ -1,0 +1,4 @@
+export { Consumer, type ConsumerOptions, type ConsumerReport } from "./consumer.js";
+export { loadHandler, outputOf, simulatedWork, type HandlerJob, type JobHandler } from "./handler.js";
+export { consumerOptions, defaultConsumerId, type ConsumerSettings } from "./settings.js";
+export { runConsumer } from "./main.js";

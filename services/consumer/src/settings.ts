@@ -1,0 +1,57 @@
+import { hostname } from "node:os";
+import { Option } from "commander";
+import {
+  brokerAddressOption,
+  durationIn,
+  integerIn,
+  logOptions,
+  parseId,
+  parseMsRange,
+  type LogSettings,
+  type MsRange,
+} from "@mpmc/common";
+
+/** Every consumer setting, from flags or MPMC_* environment variables. */
+export interface ConsumerSettings extends LogSettings {
+  broker: string;
+  id: string;
+  credit: number;
+  workMs: MsRange;
+  /** Path of a handler module; the simulated work runs when unset. */
+  handler: string | undefined;
+  queueWarn: number;
+  shutdownGrace: number;
+}
+
+/** A default id that is unique per process on one host. */
+export function defaultConsumerId(): string {
+  const host = hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 100);
+  return `${host}-${process.pid}`;
+}
+
+export function consumerOptions(): Option[] {
+  return [
+    brokerAddressOption(),
+    new Option("--id <id>", "consumer id shown in stats and results (default: HOST-PID)").env("MPMC_ID").argParser(parseId),
+    new Option("--credit <jobs>", "most jobs held and run at once")
+      .env("MPMC_CREDIT")
+      .default(1)
+      .argParser(integerIn(1, 10_000)),
+    new Option("--work-ms <min-max>", "simulated work per job in milliseconds, when no handler is set")
+      .env("MPMC_WORK_MS")
+      .default(parseMsRange("80-200"), "80-200")
+      .argParser(parseMsRange),
+    new Option("--handler <module>", "path of a module whose default export is an async (job) => output function").env(
+      "MPMC_HANDLER",
+    ),
+    new Option("--queue-warn <time>", "warn when a job waited in the queue longer than this, e.g. 500ms")
+      .env("MPMC_QUEUE_WARN")
+      .default(500, "500ms")
+      .argParser(durationIn(0, 86_400_000)),
+    new Option("--shutdown-grace <time>", "how long running handlers may finish after SIGTERM, e.g. 30s")
+      .env("MPMC_SHUTDOWN_GRACE")
+      .default(30_000, "30s")
+      .argParser(durationIn(0, 3_600_000)),
+    ...logOptions(),
+  ];
+}
