@@ -1,8 +1,11 @@
-import { create } from "@bufbuild/protobuf";
+import { createWriteStream, type WriteStream } from "node:fs";
+import { once } from "node:events";
+import { create, toJsonString } from "@bufbuild/protobuf";
 import {
   AggregatorService,
   BrokerService,
   GetSummaryResponseSchema,
+  ResultSchema,
   addGrpcService,
   connectTo,
   createLogger,
@@ -45,12 +48,23 @@ export async function runAggregator(settings: AggregatorSettings): Promise<void>
     await server.shutdown(settings.shutdownGrace);
   });
 
+  const resultsFile: WriteStream | undefined =
+    settings.resultsFile === undefined ? undefined : createWriteStream(settings.resultsFile, { flags: "w" });
   await followResults(
     connectTo(BrokerService, settings.broker),
     aggregation,
-    { subscriberId: `aggregator-${process.pid}`, progressEvery: settings.progressEvery, logger },
+    {
+      subscriberId: `aggregator-${process.pid}`,
+      progressEvery: settings.progressEvery,
+      logger,
+      onResult: resultsFile && ((result) => resultsFile.write(toJsonString(ResultSchema, result) + "\n")),
+    },
     controller.signal,
   );
+  if (resultsFile !== undefined) {
+    resultsFile.end();
+    await once(resultsFile, "finish");
+  }
   if (aggregation.finished) {
     logger.info(
       {

@@ -7,6 +7,8 @@ export interface AggregatorSettings extends LogSettings {
   host: string;
   port: number;
   progressEvery: number;
+  /** File to write every result to as one JSON line, for audits and tests. */
+  resultsFile: string | undefined;
   shutdownGrace: number;
 }
 
@@ -18,6 +20,9 @@ export function aggregatorOptions(): Option[] {
       .env("MPMC_PROGRESS_EVERY")
       .default(10)
       .argParser(integerIn(1, 1_000_000_000)),
+    new Option("--results-file <path>", "also write every result to this file, one JSON object per line").env(
+      "MPMC_RESULTS_FILE",
+    ),
     shutdownGraceOption(),
     ...logOptions(),
   ];

@@ -1,12 +1,14 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Client } from "@connectrpc/connect";
-import type { BrokerService, Logger } from "@mpmc/common";
+import type { BrokerService, Logger, Result } from "@mpmc/common";
 import type { Aggregation } from "./aggregation.js";
 
 export interface SubscriberOptions {
   subscriberId: string;
   progressEvery: number;
   logger: Logger;
+  /** Called with every result after the aggregation has counted it. */
+  onResult?: (result: Result) => void;
 }
 
 const retryMinMs = 200;
@@ -36,6 +38,7 @@ export async function followResults(
           case "results":
             for (const result of kind.value.results) {
               aggregation.add(result);
+              options.onResult?.(result);
               if (aggregation.results % options.progressEvery === 0) {
                 logger.info(
                   { results: aggregation.results, averageProcessingMs: round(aggregation.averageProcessingMs) },

@@ -35,7 +35,11 @@ export class Pipeline {
     const brokerAddress = `127.0.0.1:${brokerPort}`;
     const brokerClient = connectTo(BrokerService, brokerAddress);
 
-    const aggregator = this.spawn("aggregator", ["aggregator", "--host", "127.0.0.1", "--port", "0", "--broker", brokerAddress, ...logArgs]);
+    const aggregatorArgs = ["aggregator", "--host", "127.0.0.1", "--port", "0", "--broker", brokerAddress, ...logArgs];
+    if (s.resultsFile !== undefined) {
+      aggregatorArgs.push("--results-file", s.resultsFile);
+    }
+    const aggregator = this.spawn("aggregator", aggregatorArgs);
     const { port: aggregatorPort } = await aggregator.waitFor("listening");
     const aggregatorFinished = aggregator.waitFor("finished");
     // Reported later; this keeps an early rejection from going unhandled.
@@ -105,16 +109,20 @@ export class Pipeline {
     return child;
   }
 
-  /** Waits until every consumer has connected, so the first jobs spread over all of them. */
+  /**
+   * Waits until every consumer and the aggregator's result stream are
+   * connected, so the first jobs spread over all consumers and no result is
+   * settled before the aggregator subscribes.
+   */
   private async waitForConsumers(client: ReturnType<typeof connectTo<typeof BrokerService>>, expected: number): Promise<void> {
     for (let attempt = 0; attempt < 200; attempt++) {
       const { stats } = await client.getStats({}, { timeoutMs: 5_000 });
-      if ((stats?.consumersConnected ?? 0) >= expected) {
+      if ((stats?.consumersConnected ?? 0) >= expected && (stats?.subscribersConnected ?? 0) >= 1) {
         return;
       }
       await sleep(50);
     }
-    throw new Error(`only some of the ${expected} consumers connected within 10 s`);
+    throw new Error(`the ${expected} consumers and the aggregator did not all connect within 10 s`);
   }
 
   private async expectExitZero(children: Child[], stop = false): Promise<void> {

@@ -14,6 +14,7 @@ export interface RunSettings extends LogSettings {
   credit: number;
   handler: string | undefined;
   report: string | undefined;
+  resultsFile: string | undefined;
   timeout: number;
 }
 
@@ -38,6 +39,9 @@ export function runOptions(): Option[] {
     new Option("--credit <jobs>", "jobs each consumer runs at once").env("MPMC_CREDIT").default(1).argParser(integerIn(1, 10_000)),
     new Option("--handler <module>", "handler module for the consumers instead of the simulated work").env("MPMC_HANDLER"),
     new Option("--report <file>", "also write the final report as JSON to this file").env("MPMC_REPORT"),
+    new Option("--results-file <file>", "also write every result to this file, one JSON object per line").env(
+      "MPMC_RESULTS_FILE",
+    ),
     new Option("--timeout <time>", "abort the run if it has not finished by then, e.g. 5m")
       .env("MPMC_TIMEOUT")
       .default(300_000, "5m")

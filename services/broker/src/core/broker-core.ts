@@ -415,6 +415,7 @@ export class BrokerCore {
       rejectedResults: this.counters.rejectedResults,
       failedAttempts: this.counters.failedAttempts,
       consumersConnected: this.sessions.size,
+      subscribersConnected: this.subscribers.size,
       consumers: this.counters.consumerSnapshots(live),
       producers: this.counters.producerSnapshots(),
     };

@@ -118,6 +118,7 @@ export interface BrokerSnapshot {
   rejectedResults: number;
   failedAttempts: number;
   consumersConnected: number;
+  subscribersConnected: number;
   consumers: ConsumerSnapshot[];
   producers: ProducerSnapshot[];
 }

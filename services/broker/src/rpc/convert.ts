@@ -73,6 +73,7 @@ export function statsMessageOf(snapshot: BrokerSnapshot): BrokerStats {
     rejectedResults: BigInt(snapshot.rejectedResults),
     failedAttempts: BigInt(snapshot.failedAttempts),
     consumersConnected: snapshot.consumersConnected,
+    subscribersConnected: snapshot.subscribersConnected,
     consumers: snapshot.consumers.map((c) => ({
       consumerId: c.consumerId,
       connected: c.connected,
