@@ -147,7 +147,9 @@ export class BrokerCore {
    * signal's reason when it aborts.
    */
   waitForRoom(signal?: AbortSignal): Promise<void> {
-    this.assertOpen();
+    if (this.closedFlag) {
+      return Promise.reject(closedError());
+    }
     if (this.room() > 0 && this.roomWaiters.length === 0) {
       return Promise.resolve();
     }
@@ -233,9 +235,7 @@ export class BrokerCore {
       const lease = this.leaseHeldBy(sessionId, ack);
       if (typeof lease === "string") {
         rejections.push({ jobId: ack.jobId, token: ack.token, reason: lease });
-        if (session !== undefined) {
-          this.counters.recordRejected(session.consumerId);
-        }
+        this.counters.recordRejected(session?.consumerId);
         continue;
       }
       this.leases.delete(ack.jobId);

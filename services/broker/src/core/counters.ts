@@ -53,9 +53,12 @@ export class Counters {
     this.queueWaitUs.recordValue(Math.max(0, Math.round(queueWaitMs * 1000)));
   }
 
-  recordRejected(consumerId: string): void {
+  /** Counts a rejected result, also per consumer when the session is still known. */
+  recordRejected(consumerId: string | undefined): void {
     this.rejectedResults++;
-    this.consumer(consumerId).rejectedResults++;
+    if (consumerId !== undefined) {
+      this.consumer(consumerId).rejectedResults++;
+    }
   }
 
   recordFailedAttempt(consumerId: string): void {
