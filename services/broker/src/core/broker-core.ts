@@ -190,6 +190,12 @@ export class BrokerCore {
     if (this.connectedIds.has(consumerId)) {
       throw new MpmcError("already_exists", `consumer_id "${consumerId}" is already connected`);
     }
+    this.counters.touchConsumer(consumerId);
+    if (this.drainedFlag) {
+      // Nothing will ever be delivered, so no session is kept; 0 is never a session id.
+      sink.end();
+      return 0;
+    }
     const session: Session = {
       id: this.nextSessionId++,
       consumerId,
@@ -202,10 +208,6 @@ export class BrokerCore {
     this.sessions.set(session.id, session);
     this.connectedIds.add(consumerId);
     this.counters.touchConsumer(consumerId);
-    if (this.drainedFlag) {
-      sink.end();
-      return session.id;
-    }
     this.updateReadiness(session);
     this.pump();
     return session.id;
@@ -335,12 +337,12 @@ export class BrokerCore {
   /**
    * Removes a session whose stream ended for any reason. Every job it still
    * holds goes back to the front of the queue with its attempt raised. Calling
-   * it for a removed session does nothing.
+   * it for a removed session does nothing. Returns how many jobs went back.
    */
-  detach(sessionId: number): void {
+  detach(sessionId: number): number {
     const session = this.sessions.get(sessionId);
     if (session === undefined) {
-      return;
+      return 0;
     }
     this.sessions.delete(sessionId);
     this.connectedIds.delete(session.consumerId);
@@ -358,6 +360,7 @@ export class BrokerCore {
     this.requeueFront(returned);
     this.pump();
     this.checkDrained();
+    return returned.length;
   }
 
   /** Adds a result subscriber. Returns the function that removes it. */

@@ -70,8 +70,13 @@ class ConsumeStream {
           throw new MpmcError("invalid_argument", "hello.credit must be at least 1");
         }
         this.consumerId = consumerId;
+        const sessionId = this.ctx.core.attach(consumerId, kind.value.credit, this.sink);
+        if (sessionId === 0) {
+          // The queue had drained: attach() ended the stream and kept no session.
+          return;
+        }
+        this.sessionId = sessionId;
         this.state = "attached";
-        this.sessionId = this.ctx.core.attach(consumerId, kind.value.credit, this.sink);
         this.ctx.logger.info({ consumerId, credit: kind.value.credit }, "consumer connected");
         return;
       }
@@ -180,9 +185,8 @@ class ConsumeStream {
     const wasAttached = this.state === "attached";
     this.state = "closed";
     if (wasAttached) {
-      const held = this.ctx.core.snapshot().consumers.find((c) => c.consumerId === this.consumerId)?.inFlight ?? 0;
-      this.ctx.core.detach(this.sessionId);
-      this.ctx.logger.info({ consumerId: this.consumerId, requeued: held, reason }, "consumer disconnected");
+      const requeued = this.ctx.core.detach(this.sessionId);
+      this.ctx.logger.info({ consumerId: this.consumerId, requeued, reason }, "consumer disconnected");
     }
     if (reason !== undefined) {
       return;
