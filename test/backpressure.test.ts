@@ -32,8 +32,19 @@ describe("backpressure", () => {
     const publishing = broker.client.publish(requests(), { signal: abort.signal }).catch((err: unknown) => err);
 
     await waitFor("the queue to fill", async () => (await broker?.client.getStats({}))?.stats?.queued === 5n);
-    // Let the stream run into its flow-control windows, then check that it stopped there.
-    await sleep(500);
+    // The stream runs into its flow-control windows, then stops there. On a loaded machine
+    // that takes a while, so wait until two samples 300 ms apart agree, then check once more.
+    let previous = -1;
+    await waitFor(
+      "the stream to stop pulling requests",
+      async () => {
+        const settled = pulled === previous || pulled >= planned;
+        previous = pulled;
+        await sleep(300);
+        return settled;
+      },
+      30_000,
+    );
     const pulledWhileFull = pulled;
     await sleep(500);
     const { stats } = await broker.client.getStats({});

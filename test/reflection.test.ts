@@ -12,7 +12,21 @@ const execFileAsync = promisify(execFile);
 /** The buf CLI from the @bufbuild/buf dev dependency. */
 const bufPath = fileURLToPath(new URL("../node_modules/.bin/buf", import.meta.url));
 
-const brokerMethods = ["CloseQueue", "Consume", "GetStats", "Publish", "Submit", "SubscribeResults"].map(
+const brokerMethods = [
+  "CloseQueue",
+  "Consume",
+  "GetProducerCursor",
+  "GetStats",
+  "ListDeadLetters",
+  "ListLeases",
+  "Publish",
+  "PurgeDeadLetters",
+  "ReleaseLease",
+  "RequeueDeadLetters",
+  "Submit",
+  "SubscribeResults",
+  "WatchStats",
+].map(
   (name) => `mpmc.v1.BrokerService/${name}`,
 );
 

@@ -15,10 +15,14 @@ export interface CliProcess {
   logs(): Record<string, unknown>[];
 }
 
-/** Starts `mpmc ARGS...` as a separate process. */
+/**
+ * Starts `mpmc ARGS...` as a separate process. Its metrics server listens on
+ * a free loopback port unless env sets MPMC_METRICS_PORT, because the fixed default
+ * ports would collide between processes and test files running at once.
+ */
 export function startCli(args: string[], env: Record<string, string> = {}): CliProcess {
   const child = spawn(process.execPath, [cliEntry, ...args], {
-    env: { ...process.env, ...env },
+    env: { ...process.env, MPMC_METRICS_PORT: "0", MPMC_METRICS_HOST: "127.0.0.1", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let out = "";

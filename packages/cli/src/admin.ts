@@ -1,6 +1,17 @@
 import { toJsonString } from "@bufbuild/protobuf";
 import { Command } from "commander";
-import { BrokerService, BrokerStatsSchema, brokerAddressOption, connectTo, msOfDuration, type BrokerStats } from "@mpmc/common";
+import {
+  adminTokenOption,
+  BrokerService,
+  BrokerStatsSchema,
+  brokerAddressOption,
+  connectTo,
+  msOfDuration,
+  readClientTls,
+  tlsOptions,
+  type BrokerStats,
+  type ClientTlsSettings,
+} from "@mpmc/common";
 
 /** The stats and close commands: one call each to a running broker. */
 
@@ -21,29 +32,41 @@ export function formatStats(stats: BrokerStats): string {
   return lines.join("\n");
 }
 
+/** Adds the client TLS options to a command that calls the broker. */
+export function withClientTls(command: Command): Command {
+  for (const option of tlsOptions({ server: false, client: true })) {
+    command.addOption(option);
+  }
+  return command;
+}
+
 export function statsCommand(): Command {
-  return new Command("stats")
-    .description("print a running broker's counters")
-    .addOption(brokerAddressOption())
-    .option("--json", "print the stats as protobuf JSON")
-    .action(async (options: { broker: string; json?: boolean }) => {
-      const { stats } = await connectTo(BrokerService, options.broker).getStats({}, { timeoutMs: 10_000 });
-      if (stats === undefined) {
-        throw new Error("broker returned no stats");
-      }
-      process.stdout.write(
-        (options.json === true ? toJsonString(BrokerStatsSchema, stats, { prettySpaces: 2 }) : formatStats(stats)) + "\n",
-      );
-    });
+  return withClientTls(
+    new Command("stats")
+      .description("print a running broker's counters")
+      .addOption(brokerAddressOption())
+      .option("--json", "print the stats as protobuf JSON"),
+  ).action(async (options: { broker: string; json?: boolean } & ClientTlsSettings) => {
+    const { stats } = await connectTo(BrokerService, options.broker, readClientTls(options)).getStats({}, { timeoutMs: 10_000 });
+    if (stats === undefined) {
+      throw new Error("broker returned no stats");
+    }
+    process.stdout.write(
+      (options.json === true ? toJsonString(BrokerStatsSchema, stats, { prettySpaces: 2 }) : formatStats(stats)) + "\n",
+    );
+  });
 }
 
 export function closeCommand(): Command {
-  return new Command("close")
-    .description("close a running broker's queue: consumers drain what is left, then end")
-    .addOption(brokerAddressOption())
-    .action(async (options: { broker: string }) => {
-      const response = await connectTo(BrokerService, options.broker).closeQueue({}, { timeoutMs: 10_000 });
-      const state = response.alreadyClosed ? "was already closed" : "closed";
-      process.stdout.write(`queue ${state}; ${response.stats?.queued ?? 0} queued and ${response.stats?.inFlight ?? 0} in flight left to drain\n`);
-    });
+  return withClientTls(
+    new Command("close")
+      .description("close a running broker's queue: consumers drain what is left, then end")
+      .addOption(brokerAddressOption())
+      .addOption(adminTokenOption("admin token the broker requires, sent as \"authorization: Bearer <token>\"; prefer MPMC_ADMIN_TOKEN, since other users can read command lines")),
+  ).action(async (options: { broker: string; adminToken?: string } & ClientTlsSettings) => {
+    const headers: Record<string, string> = options.adminToken === undefined ? {} : { authorization: `Bearer ${options.adminToken}` };
+    const response = await connectTo(BrokerService, options.broker, readClientTls(options)).closeQueue({}, { timeoutMs: 10_000, headers });
+    const state = response.alreadyClosed ? "was already closed" : "closed";
+    process.stdout.write(`queue ${state}; ${response.stats?.queued ?? 0} queued and ${response.stats?.inFlight ?? 0} in flight left to drain\n`);
+  });
 }

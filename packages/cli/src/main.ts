@@ -7,6 +7,7 @@ import { producerOptions, runProducer, type ProducerSettings } from "@mpmc/produ
 import { aggregatorOptions, runAggregator, type AggregatorSettings } from "@mpmc/aggregator";
 import { createLogger, stopOnSignals } from "@mpmc/common";
 import { closeCommand, statsCommand } from "./admin.js";
+import { deadLettersCommand, leasesCommand, watchCommand } from "./operator.js";
 import { Pipeline } from "./run/pipeline.js";
 import { runOptions, type RunSettings } from "./run/settings.js";
 
@@ -87,6 +88,9 @@ program.addCommand(
 
 program.addCommand(statsCommand());
 program.addCommand(closeCommand());
+program.addCommand(watchCommand());
+program.addCommand(leasesCommand());
+program.addCommand(deadLettersCommand());
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`mpmc: ${err instanceof Error ? err.message : String(err)}\n`);

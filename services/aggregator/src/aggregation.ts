@@ -14,6 +14,9 @@ export class Aggregation {
   results = 0;
   totalProcessingMs = 0;
   duplicateResults = 0;
+  missedResults = 0;
+  /** The result_sequence of the newest result added, 0 before the first. */
+  lastSequence = 0;
   finished = false;
   finalStats: BrokerStats | undefined;
 
@@ -27,6 +30,11 @@ export class Aggregation {
   }
 
   add(result: Result): void {
+    const sequence = Number(result.resultSequence);
+    if (sequence > this.lastSequence + 1) {
+      this.missedResults += sequence - this.lastSequence - 1;
+    }
+    this.lastSequence = Math.max(this.lastSequence, sequence);
     if (this.seenJobIds.has(result.jobId)) {
       this.duplicateResults++;
     }
@@ -72,6 +80,8 @@ export class Aggregation {
         .map(([producerId, results]) => ({ producerId, results: BigInt(results) })),
       finished: this.finished,
       finalStats: this.finalStats,
+      missedResults: BigInt(this.missedResults),
+      lastResultSequence: BigInt(this.lastSequence),
     });
   }
 }

@@ -7,14 +7,21 @@ import {
   GetSummaryResponseSchema,
   ResultSchema,
   addGrpcService,
+  collectDefaultMetrics,
   connectTo,
   createLogger,
   file_mpmc_v1_aggregator,
   notifyParent,
+  readClientTls,
+  readServerTls,
+  Registry,
+  serveMetrics,
   startGrpcServer,
   stopOnSignals,
+  type RunningMetricsServer,
 } from "@mpmc/common";
 import { Aggregation } from "./aggregation.js";
+import { registerAggregatorMetrics } from "./metrics.js";
 import type { AggregatorSettings } from "./settings.js";
 import { followResults } from "./subscriber.js";
 
@@ -27,6 +34,8 @@ export const aggregatorServiceName = "mpmc.v1.AggregatorService";
  */
 export async function runAggregator(settings: AggregatorSettings): Promise<void> {
   const logger = createLogger({ name: "aggregator", level: settings.logLevel, format: settings.logFormat });
+  const serverTls = readServerTls(settings);
+  const clientTls = readClientTls(settings);
   const aggregation = new Aggregation();
   const server = await startGrpcServer({
     host: settings.host,
@@ -38,20 +47,33 @@ export async function runAggregator(settings: AggregatorSettings): Promise<void>
       addGrpcService(grpcServer, AggregatorService, {
         getSummary: (_call, callback) => callback(null, create(GetSummaryResponseSchema, { summary: aggregation.summary() })),
       }),
+    tls: serverTls,
   });
-  logger.info({ port: server.port, broker: settings.broker }, "aggregator listening");
+  logger.info({ port: server.port, broker: settings.broker, tls: serverTls !== undefined, brokerTls: clientTls !== undefined }, "aggregator listening");
+
+  const metrics = new Registry();
+  collectDefaultMetrics({ register: metrics });
+  registerAggregatorMetrics(metrics, aggregation);
+  let metricsServer: RunningMetricsServer | undefined;
+  try {
+    metricsServer = await serveMetrics(settings, metrics, logger, () => server.servingStatus() === "SERVING");
+  } catch (err) {
+    await server.shutdown(0);
+    throw err;
+  }
   notifyParent({ type: "listening", port: server.port });
 
   const controller = new AbortController();
   stopOnSignals(logger, async () => {
     controller.abort();
     await server.shutdown(settings.shutdownGrace);
+    await metricsServer?.close();
   });
 
   const resultsFile: WriteStream | undefined =
     settings.resultsFile === undefined ? undefined : createWriteStream(settings.resultsFile, { flags: "w" });
   await followResults(
-    connectTo(BrokerService, settings.broker),
+    connectTo(BrokerService, settings.broker, clientTls),
     aggregation,
     {
       subscriberId: `aggregator-${process.pid}`,

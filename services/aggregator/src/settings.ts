@@ -1,8 +1,24 @@
 import { Option } from "commander";
-import { brokerAddressOption, integerIn, listenOptions, logOptions, shutdownGraceOption, type LogSettings } from "@mpmc/common";
+import {
+  brokerAddressOption,
+  integerIn,
+  listenOptions,
+  logOptions,
+  metricsOptions,
+  shutdownGraceOption,
+  tlsOptions,
+  type ClientTlsSettings,
+  type LogSettings,
+  type MetricsSettings,
+  type ServerTlsSettings,
+} from "@mpmc/common";
 
-/** Every aggregator setting, from flags or MPMC_* environment variables. */
-export interface AggregatorSettings extends LogSettings {
+/**
+ * Every aggregator setting, from flags or MPMC_* environment variables. Its
+ * --tls-cert and --tls-key serve its own clients and, for mutual TLS, identify
+ * it to the broker.
+ */
+export interface AggregatorSettings extends LogSettings, MetricsSettings, ServerTlsSettings, ClientTlsSettings {
   broker: string;
   host: string;
   port: number;
@@ -24,6 +40,8 @@ export function aggregatorOptions(): Option[] {
       "MPMC_RESULTS_FILE",
     ),
     shutdownGraceOption(),
+    ...metricsOptions(9465),
+    ...tlsOptions({ server: true, client: true }),
     ...logOptions(),
   ];
 }

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { BrokerService, Logger, Result } from "@mpmc/common";
 import type { Aggregation } from "./aggregation.js";
 
@@ -17,8 +17,9 @@ const retryMaxMs = 5_000;
 /**
  * Feeds the aggregation from the broker's result stream until the broker sends
  * the final stats. A failed stream is opened again after a backoff with
- * jitter, so an aggregator started before the broker, or cut off from it,
- * catches up by itself.
+ * jitter, resuming after the last result seen, so an aggregator started
+ * before the broker, or cut off from it, catches up by itself without gaps
+ * while the broker still keeps the results it missed.
  */
 export async function followResults(
   client: Client<typeof BrokerService>,
@@ -28,9 +29,13 @@ export async function followResults(
 ): Promise<void> {
   const { logger } = options;
   let delayMs = retryMinMs;
+  let resumeFromNow = false;
   while (!signal.aborted && !aggregation.finished) {
     try {
-      const stream = client.subscribeResults({ subscriberId: options.subscriberId }, { signal });
+      // Resume after the last result seen; the first time, from the oldest result the broker keeps.
+      const afterSequence = resumeFromNow ? undefined : BigInt(aggregation.lastSequence);
+      const stream = client.subscribeResults({ subscriberId: options.subscriberId, afterSequence }, { signal });
+      resumeFromNow = false;
       for await (const response of stream) {
         delayMs = retryMinMs;
         const kind = response.kind;
@@ -61,7 +66,13 @@ export async function followResults(
       if (signal.aborted) {
         return;
       }
-      logger.warn({ err, retryInMs: delayMs }, "result stream failed; results settled meanwhile are not seen");
+      if (ConnectError.from(err).code === Code.OutOfRange) {
+        // The results after our cursor are gone; count the gap when the next result arrives.
+        logger.error({ err, lastSequence: aggregation.lastSequence }, "results missed: the broker no longer keeps them; following new results");
+        resumeFromNow = true;
+        continue;
+      }
+      logger.warn({ err, retryInMs: delayMs, lastSequence: aggregation.lastSequence }, "result stream failed; resuming after the last result seen");
       await sleep(delayMs * (0.5 + Math.random()), undefined, { signal }).catch(() => {});
       delayMs = Math.min(retryMaxMs, delayMs * 2);
     }

@@ -1,5 +1,8 @@
-import { file_mpmc_v1_broker, startGrpcServer, type Logger } from "@mpmc/common";
+import { file_mpmc_v1_broker, readServerTls, Registry, startGrpcServer, type Logger, type RunningGrpcServer } from "@mpmc/common";
 import { BrokerCore } from "./core/broker-core.js";
+import { SqliteStore } from "./storage/sqlite-store.js";
+import { MemoryStore, type BrokerStore } from "./storage/store.js";
+import { registerBrokerMetrics } from "./metrics.js";
 import { addBrokerService } from "./rpc/broker-service.js";
 import type { RpcContext } from "./rpc/context.js";
 import type { BrokerSettings } from "./settings.js";
@@ -7,6 +10,10 @@ import type { BrokerSettings } from "./settings.js";
 export interface RunningBroker {
   readonly port: number;
   readonly core: BrokerCore;
+  /** The broker's Prometheus metrics. The caller serves them and may add process metrics. */
+  readonly metrics: Registry;
+  /** True while health checks report SERVING: until the queue has drained or shutdown has begun. */
+  isServing(): boolean;
   /** Reports NOT_SERVING, lets calls finish for up to the grace period, then cancels the rest. */
   shutdown(graceMs?: number): Promise<void>;
 }
@@ -15,25 +22,104 @@ export const brokerServiceName = "mpmc.v1.BrokerService";
 
 /** Starts a broker's gRPC server with reflection and health checks. */
 export async function startBroker(settings: BrokerSettings, logger: Logger): Promise<RunningBroker> {
-  const core = new BrokerCore({ capacity: settings.capacity, leaseMs: settings.leaseTimeout });
+  const tls = readServerTls(settings);
+  const store = openStore(settings, logger);
+  const durable = settings.dataDir !== undefined;
+  const core = new BrokerCore({
+    capacity: settings.capacity,
+    leaseMs: settings.leaseTimeout,
+    maxAttempts: settings.maxAttempts,
+    retryBackoff: settings.retryBackoff,
+    resultWindow: settings.resultWindow,
+    journal: durable ? (entry) => store.append(entry) : undefined,
+  });
+  if (durable) {
+    const recovered = store.load();
+    core.restore(recovered);
+    store.setCountersSource(() => core.persistentCounters());
+    const stats = core.snapshot();
+    logger.info(
+      {
+        dataDir: settings.dataDir,
+        fsync: settings.fsync,
+        queued: stats.queued,
+        returnedFromFlight: recovered.inFlight.length,
+        waitingRetry: stats.waitingRetry,
+        deadLetters: stats.deadLetters,
+        created: stats.created,
+        processed: stats.processed,
+      },
+      "store loaded",
+    );
+  }
   const ctx: RpcContext = {
     core,
+    store,
     limits: settings,
     logger: logger.child({ component: "rpc" }),
-    maxSubscriberBacklog: settings.maxSubscriberBacklog,
+    resultWindow: settings.resultWindow,
   };
-  const server = await startGrpcServer({
+
+  // The metrics observe every result batch, and the drain turns health to NOT_SERVING.
+  const metrics = new Registry();
+  const brokerMetrics = registerBrokerMetrics(metrics, () => core.snapshot());
+  let server: RunningGrpcServer | undefined;
+  core.observe({
+    results: (batch) => brokerMetrics.observeResults(batch),
+    finish: () => {
+      logger.info("queue drained, health checks report NOT_SERVING");
+      server?.setServing("NOT_SERVING");
+    },
+  });
+
+  server = await startGrpcServer({
     host: settings.host,
     port: settings.port,
     maxMessageBytes: settings.maxMessageBytes,
     serviceNames: [brokerServiceName],
     files: [file_mpmc_v1_broker],
-    register: (grpcServer) => addBrokerService(grpcServer, ctx),
+    register: (grpcServer) => addBrokerService(grpcServer, ctx, { adminToken: settings.adminToken }),
+    tls,
   });
-  logger.info({ host: settings.host, port: server.port, capacity: settings.capacity, leaseTimeoutMs: settings.leaseTimeout }, "broker listening");
+  const running = server;
+  let tlsMode = "off";
+  if (tls !== undefined) {
+    tlsMode = tls.clientCa === undefined ? "on" : "mutual";
+  }
+  logger.info(
+    {
+      host: settings.host,
+      port: running.port,
+      capacity: settings.capacity,
+      leaseTimeoutMs: settings.leaseTimeout,
+      tls: tlsMode,
+      adminToken: settings.adminToken === undefined ? "off" : "required for operator calls",
+    },
+    "broker listening",
+  );
   return {
-    port: server.port,
+    port: running.port,
     core,
-    shutdown: (graceMs = settings.shutdownGrace) => server.shutdown(graceMs),
+    metrics,
+    isServing: () => running.servingStatus() === "SERVING",
+    shutdown: async (graceMs = settings.shutdownGrace) => {
+      await running.shutdown(graceMs);
+      await store.close();
+    },
   };
+}
+
+/** Opens the durable store in --data-dir, or the in-memory one without it. */
+function openStore(settings: BrokerSettings, logger: Logger): BrokerStore {
+  if (settings.dataDir === undefined) {
+    return new MemoryStore();
+  }
+  return new SqliteStore({
+    dataDir: settings.dataDir,
+    fsync: settings.fsync,
+    commitIntervalMs: settings.commitInterval,
+    resultWindow: settings.resultWindow,
+    maxBytes: settings.maxStoreBytes,
+    logger: logger.child({ component: "store" }),
+  });
 }

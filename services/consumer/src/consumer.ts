@@ -1,6 +1,7 @@
-import { create } from "@bufbuild/protobuf";
-import type { Client } from "@connectrpc/connect";
-import { createWritableIterable } from "@connectrpc/connect/protocol";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { createWritableIterable, type WritableIterable } from "@connectrpc/connect/protocol";
 import {
   AckSchema,
   ConsumeRequestSchema,
@@ -15,15 +16,20 @@ import {
   type Logger,
   type Nack,
 } from "@mpmc/common";
-import { outputOf, type HandlerJob, type JobHandler } from "./handler.js";
+import { isPermanentFailure, outputOf, type HandlerJob, type JobHandler } from "./handler.js";
 
 export interface ConsumerOptions {
   id: string;
+  /** Jobs the broker may deliver before this consumer returns results. */
   credit: number;
+  /** Handlers run at once; deliveries beyond it wait here, unstarted. At most credit. */
+  concurrency: number;
   handler: JobHandler;
   /** Jobs that waited longer than this in the queue are logged as warnings. */
   queueWarnMs: number;
   logger: Logger;
+  /** Waits between reconnection attempts after the stream fails, in ms. */
+  reconnect?: { minMs: number; maxMs: number };
 }
 
 export interface ConsumerReport {
@@ -36,85 +42,125 @@ export interface ConsumerReport {
   released: number;
   /** Results the broker rejected, e.g. for a lease that had run out. */
   rejected: number;
+  /** Streams opened again after a failure. */
+  reconnects: number;
 }
 
 type State = "idle" | "consuming" | "stopping" | "stopped";
 
+/** One delivery this consumer holds, waiting or running. */
+interface HeldJob {
+  readonly delivery: Delivery;
+  readonly jobId: number;
+  readonly controller: AbortController;
+  /** Lease length the broker granted, in ms, measured when the job arrived. */
+  readonly leaseMs: number;
+  extendTimer: NodeJS.Timeout | undefined;
+  /** Set when the broker rejected an extension: the delivery is no longer current. */
+  leaseEnded: boolean;
+}
+
+/** A stream that stayed open this long counts as having worked, in ms. */
+const stableStreamMs = 1_000;
+
+/** Codes after which opening the stream again cannot help. */
+const finalCodes = new Set([Code.InvalidArgument, Code.AlreadyExists, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
+
 /**
- * One consumer stream: it receives deliveries, runs the handler on each at
- * once (the broker never sends more than the credit), and returns results in
- * batches. stop() hands back what arrives afterwards, lets running handlers
- * finish, then ends the stream.
+ * A consumer: it receives deliveries over a Consume stream, runs up to
+ * `concurrency` handlers at once, returns results in batches, and extends the
+ * lease of a job whose handler runs long. When the stream fails it connects
+ * again with backoff and jitter; the broker has requeued what it held by then.
+ * stop() hands back jobs not started, lets running handlers finish, then ends
+ * the stream.
  */
 export class Consumer {
   private state: State = "idle";
-  private readonly requests = createWritableIterable<ConsumeRequest>();
-  private readonly running = new Map<number, AbortController>();
+  private requests: WritableIterable<ConsumeRequest> | undefined;
+  private readonly waiting: HeldJob[] = [];
+  /** Running jobs by lease token: the same job can be delivered again while an earlier run goes on. */
+  private readonly running = new Map<bigint, HeldJob>();
   private pendingAcks: Ack[] = [];
   private pendingNacks: Nack[] = [];
   private flushScheduled = false;
   private whenIdle: (() => void) | undefined;
+  private readonly stopController = new AbortController();
   private readonly report: ConsumerReport;
 
   constructor(
     private readonly client: Client<typeof BrokerService>,
     private readonly options: ConsumerOptions,
   ) {
-    this.report = { consumerId: options.id, processed: 0, failed: 0, released: 0, rejected: 0 };
+    this.report = { consumerId: options.id, processed: 0, failed: 0, released: 0, rejected: 0, reconnects: 0 };
   }
 
-  /** Consumes until the broker ends the stream: with OK once the queue drained, or with an error. */
+  /** True while a stream to the broker is open and this consumer takes jobs. */
+  get connected(): boolean {
+    return this.requests !== undefined && this.state === "consuming";
+  }
+
+  /**
+   * Consumes until the broker ends the stream with OK, once the queue has
+   * drained or after stop(). A failed stream is opened again; a final error,
+   * such as an invalid setting, is thrown.
+   */
   async run(): Promise<ConsumerReport> {
     if (this.state !== "idle") {
       throw new Error(`consumer ${this.options.id} was already started`);
     }
     this.state = "consuming";
     const { logger } = this.options;
-    this.send(create(ConsumeRequestSchema, { kind: { case: "hello", value: { consumerId: this.options.id, credit: this.options.credit } } }));
+    const backoff = this.options.reconnect ?? { minMs: 200, maxMs: 10_000 };
+    let delayMs = backoff.minMs;
     try {
-      for await (const response of this.client.consume(this.requests)) {
-        const kind = response.kind;
-        switch (kind.case) {
-          case "deliveries":
-            for (const delivery of kind.value.deliveries) {
-              this.accept(delivery);
-            }
-            break;
-          case "rejections":
-            this.report.rejected += kind.value.rejections.length;
-            for (const rejection of kind.value.rejections) {
-              logger.warn({ jobId: Number(rejection.jobId), reason: rejection.reason }, "broker rejected a result");
-            }
-            break;
-          case undefined:
-            break;
+      for (;;) {
+        const openedAt = performance.now();
+        const outcome = await this.consumeOnce();
+        if (performance.now() - openedAt > stableStreamMs) {
+          // The last stream worked for a while, so this failure starts a new series of retries.
+          delayMs = backoff.minMs;
+        }
+        if (outcome === "ended") {
+          logger.info({ ...this.report }, "consumer stream ended");
+          return { ...this.report };
+        }
+        if (this.state !== "consuming") {
+          // Stopping, and the stream broke before it ended cleanly: what we held is requeued by the broker.
+          return { ...this.report };
+        }
+        if (finalCodes.has(outcome.code)) {
+          throw outcome;
+        }
+        this.report.reconnects++;
+        const wait = delayMs * (0.5 + Math.random() / 2);
+        logger.warn({ err: outcome, retryInMs: Math.round(wait) }, "consume stream failed; connecting again");
+        await sleep(wait, undefined, { signal: this.stopController.signal }).catch(() => {});
+        delayMs = Math.min(backoff.maxMs, delayMs * 2);
+        if (this.state !== "consuming") {
+          return { ...this.report };
         }
       }
-      logger.info({ ...this.report }, "consumer stream ended");
-      return { ...this.report };
     } finally {
       this.state = "stopped";
-      this.requests.close();
-      // Leases of jobs still running have ended with the stream; the broker already requeued them.
-      for (const controller of this.running.values()) {
-        controller.abort(new Error("consumer stream ended"));
-      }
+      this.abandonHeld("consumer stopped");
     }
   }
 
   /**
-   * Takes no more jobs: tells the broker, hands back jobs that arrive
-   * afterwards, waits up to graceMs for running handlers, then ends the
-   * stream. Jobs still running then go back to the queue when the stream ends.
+   * Takes no more jobs: tells the broker, hands back jobs not started, waits up
+   * to graceMs for running handlers, then ends the stream. Jobs still running
+   * then go back to the queue when the stream ends.
    */
   async stop(graceMs: number): Promise<void> {
     if (this.state !== "consuming") {
       return;
     }
     this.state = "stopping";
+    this.stopController.abort();
     const { logger } = this.options;
-    logger.info({ running: this.running.size }, "stopping: taking no more jobs");
-    this.send(create(ConsumeRequestSchema, { kind: { case: "stop", value: {} } }));
+    logger.info({ running: this.running.size, waiting: this.waiting.length }, "stopping: taking no more jobs");
+    this.send({ case: "stop", value: {} });
+    this.releaseWaiting();
     if (this.running.size > 0) {
       const idle = new Promise<void>((resolve) => {
         this.whenIdle = resolve;
@@ -130,7 +176,41 @@ export class Consumer {
       }
     }
     this.flush();
-    this.requests.close();
+    this.requests?.close();
+  }
+
+  /** Opens one stream and reads it to its end. Returns "ended" for OK, or the error. */
+  private async consumeOnce(): Promise<"ended" | ConnectError> {
+    const requests = createWritableIterable<ConsumeRequest>();
+    this.requests = requests;
+    this.send({ case: "hello", value: { consumerId: this.options.id, credit: this.options.credit } });
+    try {
+      for await (const response of this.client.consume(requests)) {
+        const kind = response.kind;
+        switch (kind.case) {
+          case "deliveries":
+            for (const delivery of kind.value.deliveries) {
+              this.accept(delivery);
+            }
+            break;
+          case "rejections":
+            for (const rejection of kind.value.rejections) {
+              this.onRejection(rejection);
+            }
+            break;
+          case undefined:
+            break;
+        }
+      }
+      return "ended";
+    } catch (err) {
+      return ConnectError.from(err);
+    } finally {
+      requests.close();
+      this.requests = undefined;
+      // The broker requeued everything this stream held; results for it would be rejected.
+      this.abandonHeld("stream ended");
+    }
   }
 
   private accept(delivery: Delivery): void {
@@ -139,19 +219,44 @@ export class Consumer {
       return;
     }
     const jobId = Number(job.id);
+    const held: HeldJob = {
+      delivery,
+      jobId,
+      controller: new AbortController(),
+      leaseMs: Math.max(0, msOfTimestamp(delivery.leaseDeadline) - Date.now()),
+      extendTimer: undefined,
+      leaseEnded: false,
+    };
     if (this.state !== "consuming") {
-      this.report.released++;
-      this.send(
-        create(ConsumeRequestSchema, {
-          kind: { case: "release", value: { leases: [{ jobId: job.id, leaseToken: delivery.leaseToken }] } },
-        }),
-      );
+      this.release([held]);
       return;
     }
     const queueWaitMs = msOfDuration(delivery.queueWait);
     if (queueWaitMs > this.options.queueWarnMs) {
-      this.options.logger.warn({ jobId, queueWaitMs: Math.round(queueWaitMs), thresholdMs: this.options.queueWarnMs }, "job waited long in the queue");
+      this.options.logger.warn(
+        { jobId, queueWaitMs: Math.round(queueWaitMs), thresholdMs: this.options.queueWarnMs },
+        "job waited long in the queue",
+      );
     }
+    this.waiting.push(held);
+    this.startWaiting();
+  }
+
+  private startWaiting(): void {
+    while (this.state === "consuming" && this.running.size < this.options.concurrency) {
+      const held = this.waiting.shift();
+      if (held === undefined) {
+        return;
+      }
+      this.start(held);
+    }
+  }
+
+  private start(held: HeldJob): void {
+    const { delivery, jobId } = held;
+    const job = delivery.job as NonNullable<Delivery["job"]>;
+    this.running.set(delivery.leaseToken, held);
+    this.scheduleExtension(held);
     const handlerJob: HandlerJob = {
       id: jobId,
       producerId: job.producerId,
@@ -161,41 +266,120 @@ export class Consumer {
       attempt: job.attempt,
       createdAt: new Date(msOfTimestamp(job.createdAt)),
     };
-    const controller = new AbortController();
-    this.running.set(jobId, controller);
     const started = performance.now();
+    const signal = held.controller.signal;
     this.options
-      .handler(handlerJob, controller.signal)
-      .then(
-        (value) => {
-          const output = outputOf(value);
-          this.report.processed++;
-          this.pendingAcks.push(
-            create(AckSchema, {
-              jobId: job.id,
-              leaseToken: delivery.leaseToken,
-              output,
-              processingDuration: durationOfMs(performance.now() - started),
-            }),
-          );
-        },
-      )
+      .handler(handlerJob, signal)
+      .then((value) => {
+        const output = outputOf(value);
+        if (signal.aborted) {
+          return;
+        }
+        this.report.processed++;
+        this.pendingAcks.push(
+          create(AckSchema, {
+            jobId: job.id,
+            leaseToken: delivery.leaseToken,
+            output,
+            processingDuration: durationOfMs(performance.now() - started),
+          }),
+        );
+      })
       .catch((err: unknown) => {
-        if (controller.signal.aborted) {
+        if (signal.aborted) {
           return;
         }
         this.report.failed++;
         const message = err instanceof Error ? err.message : String(err);
-        this.options.logger.warn({ jobId, attempt: job.attempt, err }, "handler failed");
-        this.pendingNacks.push(create(NackSchema, { jobId: job.id, leaseToken: delivery.leaseToken, error: message }));
+        const permanent = isPermanentFailure(err);
+        this.options.logger.warn({ jobId, attempt: job.attempt, permanent, err }, "handler failed");
+        this.pendingNacks.push(create(NackSchema, { jobId: job.id, leaseToken: delivery.leaseToken, error: message, permanent }));
       })
       .finally(() => {
-        this.running.delete(jobId);
+        clearTimeout(held.extendTimer);
+        this.running.delete(delivery.leaseToken);
         this.scheduleFlush();
+        this.startWaiting();
         if (this.running.size === 0) {
           this.whenIdle?.();
         }
       });
+  }
+
+  /**
+   * Asks for more time when half of a running job's lease has passed, and again
+   * for every half lease after that, so only a consumer that stalls or dies
+   * loses its jobs to lease expiry.
+   */
+  private scheduleExtension(held: HeldJob): void {
+    if (held.leaseMs <= 0) {
+      return;
+    }
+    held.extendTimer = setTimeout(() => {
+      if (!this.running.has(held.delivery.leaseToken) || held.controller.signal.aborted || held.leaseEnded) {
+        return;
+      }
+      this.send({
+        case: "extend",
+        value: {
+          extensions: [{ jobId: BigInt(held.jobId), leaseToken: held.delivery.leaseToken, extension: durationOfMs(held.leaseMs) }],
+        },
+      });
+      this.scheduleExtension(held);
+    }, held.leaseMs / 2);
+    held.extendTimer.unref();
+  }
+
+  /**
+   * Handles the broker's answer that it does not accept a request. For a job
+   * still running here, only a lease extension can have been rejected, so its
+   * delivery has ended: the consumer stops extending it and lets the handler
+   * finish, and the broker will reject that result as late. Otherwise a result
+   * or a hand-back was rejected.
+   */
+  private onRejection(rejection: { jobId: bigint; leaseToken: bigint; reason: string }): void {
+    const jobId = Number(rejection.jobId);
+    const held = this.running.get(rejection.leaseToken);
+    if (held !== undefined) {
+      if (held.extendTimer !== undefined) {
+        this.options.logger.warn({ jobId, reason: rejection.reason }, "lease ended while the handler runs; its result will be rejected");
+      }
+      clearTimeout(held.extendTimer);
+      held.extendTimer = undefined;
+      held.leaseEnded = true;
+      return;
+    }
+    this.report.rejected++;
+    this.options.logger.warn({ jobId, reason: rejection.reason }, "broker rejected a result");
+  }
+
+  private releaseWaiting(): void {
+    const unstarted = this.waiting.splice(0, this.waiting.length);
+    if (unstarted.length > 0) {
+      this.release(unstarted);
+    }
+  }
+
+  /** Hands jobs back unstarted; the broker requeues them with their attempt unchanged. */
+  private release(jobs: HeldJob[]): void {
+    this.report.released += jobs.length;
+    this.options.logger.info({ jobIds: jobs.map((held) => held.jobId) }, "handing back jobs not started");
+    this.send({
+      case: "release",
+      value: { leases: jobs.map((held) => ({ jobId: BigInt(held.jobId), leaseToken: held.delivery.leaseToken })) },
+    });
+  }
+
+  /** Forgets every job of an ended stream and aborts its handlers. */
+  private abandonHeld(reason: string): void {
+    for (const held of [...this.waiting.splice(0, this.waiting.length), ...this.running.values()]) {
+      clearTimeout(held.extendTimer);
+      held.controller.abort(new Error(reason));
+    }
+    this.running.clear();
+    this.pendingAcks = [];
+    this.pendingNacks = [];
+    this.whenIdle?.();
   }
 
   /** Sends the results gathered in this turn of the event loop as one batch. */
@@ -212,20 +396,21 @@ export class Consumer {
     if (this.pendingAcks.length > 0) {
       const acks = this.pendingAcks;
       this.pendingAcks = [];
-      this.send(create(ConsumeRequestSchema, { kind: { case: "acks", value: { acks } } }));
+      this.send({ case: "acks", value: { acks } });
     }
     if (this.pendingNacks.length > 0) {
       const nacks = this.pendingNacks;
       this.pendingNacks = [];
-      this.send(create(ConsumeRequestSchema, { kind: { case: "nacks", value: { nacks } } }));
+      this.send({ case: "nacks", value: { nacks } });
     }
   }
 
-  private send(request: ConsumeRequest): void {
-    if (this.state === "stopped") {
+  private send(kind: MessageInitShape<typeof ConsumeRequestSchema>["kind"]): void {
+    const requests = this.requests;
+    if (requests === undefined) {
       return;
     }
-    this.requests.write(request).catch((err: unknown) => {
+    requests.write(create(ConsumeRequestSchema, { kind })).catch((err: unknown) => {
       this.options.logger.debug({ err }, "request not sent: the stream has ended");
     });
   }

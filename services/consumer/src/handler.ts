@@ -19,11 +19,24 @@ export interface HandlerJob {
 }
 
 /**
- * Runs one job and returns its output. A thrown error fails the attempt, and
- * the job goes back to the queue. The signal aborts when the consumer is
- * forced to stop before the handler finished.
+ * Runs one job and returns its output. A thrown error fails the attempt: the
+ * broker retries the job after a backoff, until its last attempt. An error
+ * with `permanent: true` (such as PermanentJobError) is not retried: the job
+ * moves to the dead letters at once. The signal aborts when the consumer's
+ * stream to the broker ends, because the broker has then requeued the job.
  */
 export type JobHandler = (job: HandlerJob, signal: AbortSignal) => Promise<bigint | number>;
+
+/** A handler error that says the job must not be retried. */
+export class PermanentJobError extends Error {
+  override readonly name = "PermanentJobError";
+  readonly permanent = true;
+}
+
+/** True for errors that mark a job as not retryable: any error object with permanent === true. */
+export function isPermanentFailure(err: unknown): boolean {
+  return typeof err === "object" && err !== null && (err as { permanent?: unknown }).permanent === true;
+}
 
 /** The default handler: simulated work for a random time in the range, then data * 2. */
 export function simulatedWork(workMs: MsRange): JobHandler {

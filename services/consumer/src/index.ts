@@ -1,4 +1,12 @@
 export { Consumer, type ConsumerOptions, type ConsumerReport } from "./consumer.js";
-export { loadHandler, outputOf, simulatedWork, type HandlerJob, type JobHandler } from "./handler.js";
+export {
+  PermanentJobError,
+  isPermanentFailure,
+  loadHandler,
+  outputOf,
+  simulatedWork,
+  type HandlerJob,
+  type JobHandler,
+} from "./handler.js";
 export { consumerOptions, defaultConsumerId, type ConsumerSettings } from "./settings.js";
 export { runConsumer } from "./main.js";

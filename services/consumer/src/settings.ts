@@ -5,17 +5,23 @@ import {
   durationIn,
   integerIn,
   logOptions,
+  metricsOptions,
   parseId,
   parseMsRange,
+  tlsOptions,
+  type ClientTlsSettings,
   type LogSettings,
+  type MetricsSettings,
   type MsRange,
 } from "@mpmc/common";
 
 /** Every consumer setting, from flags or MPMC_* environment variables. */
-export interface ConsumerSettings extends LogSettings {
+export interface ConsumerSettings extends LogSettings, MetricsSettings, ClientTlsSettings {
   broker: string;
   id: string;
   credit: number;
+  /** Handlers run at once; unset means as many as the credit. */
+  concurrency: number | undefined;
   workMs: MsRange;
   /** Path of a handler module; the simulated work runs when unset. */
   handler: string | undefined;
@@ -37,6 +43,9 @@ export function consumerOptions(): Option[] {
       .env("MPMC_CREDIT")
       .default(1)
       .argParser(integerIn(1, 10_000)),
+    new Option("--concurrency <jobs>", "handlers run at once (default: the credit); with less, the rest wait here unstarted and are handed back on SIGTERM")
+      .env("MPMC_CONCURRENCY")
+      .argParser(integerIn(1, 10_000)),
     new Option("--work-ms <min-max>", "simulated work per job in milliseconds, when no handler is set")
       .env("MPMC_WORK_MS")
       .default(parseMsRange("80-200"), "80-200")
@@ -52,6 +61,8 @@ export function consumerOptions(): Option[] {
       .env("MPMC_SHUTDOWN_GRACE")
       .default(30_000, "30s")
       .argParser(durationIn(0, 3_600_000)),
+    ...metricsOptions(9466),
+    ...tlsOptions({ server: false, client: true }),
     ...logOptions(),
   ];
 }

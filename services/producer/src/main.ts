@@ -1,4 +1,15 @@
-import { BrokerService, connectTo, createLogger, stopOnSignals } from "@mpmc/common";
+import {
+  BrokerService,
+  collectDefaultMetrics,
+  connectTo,
+  createLogger,
+  createSessionManager,
+  readClientTls,
+  Registry,
+  serveMetrics,
+  stopOnSignals,
+} from "@mpmc/common";
+import { instrumentPublish } from "./metrics.js";
 import { runProducerLoop, type Pace, type ProducerLoopReport } from "./producer.js";
 import { defaultProducerId, type ProducerSettings } from "./settings.js";
 
@@ -16,10 +27,22 @@ export function paceOf(settings: ProducerSettings): Pace {
 export async function runProducer(settings: ProducerSettings): Promise<ProducerLoopReport[]> {
   const id = settings.id ?? defaultProducerId();
   const logger = createLogger({ name: "producer", level: settings.logLevel, format: settings.logFormat });
-  const client = connectTo(BrokerService, settings.broker);
+  const tls = readClientTls(settings);
+  const connection = createSessionManager(settings.broker, tls);
+
+  const metrics = new Registry();
+  collectDefaultMetrics({ register: metrics });
+  // Ready while the connection to the broker is up and the loops still produce.
+  let producing = true;
+  const metricsServer = await serveMetrics(settings, metrics, logger, () => {
+    const state = connection.state();
+    return producing && (state === "open" || state === "idle");
+  });
+
+  const client = instrumentPublish(connectTo(BrokerService, settings.broker, tls, connection), metrics);
   const controller = new AbortController();
   const pace = paceOf(settings);
-  logger.info({ producerId: id, broker: settings.broker, loops: settings.loops, pace }, "producer starting");
+  logger.info({ producerId: id, broker: settings.broker, tls: tls !== undefined, loops: settings.loops, pace }, "producer starting");
   const loops = Array.from({ length: settings.loops }, (_, i) =>
     runProducerLoop(
       client,
@@ -35,8 +58,14 @@ export async function runProducer(settings: ProducerSettings): Promise<ProducerL
   );
   const all = Promise.all(loops);
   stopOnSignals(logger, async () => {
+    producing = false;
     controller.abort();
     await all;
   });
-  return all;
+  try {
+    return await all;
+  } finally {
+    producing = false;
+    await metricsServer?.close();
+  }
 }

@@ -5,14 +5,18 @@ import {
   durationIn,
   integerIn,
   logOptions,
+  metricsOptions,
   parseId,
   parseMsRange,
+  tlsOptions,
+  type ClientTlsSettings,
   type LogSettings,
+  type MetricsSettings,
   type MsRange,
 } from "@mpmc/common";
 
 /** Every producer setting, from flags or MPMC_* environment variables. */
-export interface ProducerSettings extends LogSettings {
+export interface ProducerSettings extends LogSettings, MetricsSettings, ClientTlsSettings {
   broker: string;
   id: string | undefined;
   loops: number;
@@ -61,6 +65,8 @@ export function producerOptions(): Option[] {
       .env("MPMC_PAYLOAD_BYTES")
       .default(0)
       .argParser(integerIn(0, 268_435_456)),
+    ...metricsOptions(9467),
+    ...tlsOptions({ server: false, client: true }),
     ...logOptions(),
   ];
 }

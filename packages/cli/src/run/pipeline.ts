@@ -27,15 +27,17 @@ export class Pipeline {
   async run(): Promise<RunReport> {
     const s = this.settings;
     const logArgs = ["--log-level", s.logLevel, "--log-format", s.logFormat];
+    // Each child serves metrics on a free loopback port, because the fixed default ports would collide between consumers.
+    const metricsArgs = ["--metrics-port", "0", "--metrics-host", "127.0.0.1"];
     this.say(`Configuration: ${s.producers} producers, ${s.consumers} consumers, capacity ${s.capacity}, ` +
       (s.count === undefined ? `duration ${s.duration / 1000} s` : `${s.count} jobs per producer`));
 
-    const broker = this.spawn("broker", ["broker", "--host", "127.0.0.1", "--port", "0", "--capacity", String(s.capacity), ...logArgs]);
+    const broker = this.spawn("broker", ["broker", "--host", "127.0.0.1", "--port", "0", "--capacity", String(s.capacity), ...logArgs, ...metricsArgs]);
     const { port: brokerPort } = await broker.waitFor("listening");
     const brokerAddress = `127.0.0.1:${brokerPort}`;
     const brokerClient = connectTo(BrokerService, brokerAddress);
 
-    const aggregatorArgs = ["aggregator", "--host", "127.0.0.1", "--port", "0", "--broker", brokerAddress, ...logArgs];
+    const aggregatorArgs = ["aggregator", "--host", "127.0.0.1", "--port", "0", "--broker", brokerAddress, ...logArgs, ...metricsArgs];
     if (s.resultsFile !== undefined) {
       aggregatorArgs.push("--results-file", s.resultsFile);
     }
@@ -51,7 +53,7 @@ export class Pipeline {
       consumerArgs.push("--handler", s.handler);
     }
     const consumers = Array.from({ length: s.consumers }, (_, i) =>
-      this.spawn(`consumer-${i + 1}`, ["consumer", "--id", `consumer-${i + 1}`, ...consumerArgs, ...logArgs]),
+      this.spawn(`consumer-${i + 1}`, ["consumer", "--id", `consumer-${i + 1}`, ...consumerArgs, ...logArgs, ...metricsArgs]),
     );
     await this.waitForConsumers(brokerClient, s.consumers);
 
@@ -64,12 +66,15 @@ export class Pipeline {
       producerArgs.push("--rate", String(s.rate));
     }
     const producers = Array.from({ length: s.producers }, (_, i) =>
-      this.spawn(`producer-${i + 1}`, ["producer", "--id", `producer-${i + 1}`, ...producerArgs, ...logArgs]),
+      this.spawn(`producer-${i + 1}`, ["producer", "--id", `producer-${i + 1}`, ...producerArgs, ...logArgs, ...metricsArgs]),
     );
     await this.expectExitZero(producers);
     this.stage("all producers finished");
 
-    const closed = await brokerClient.closeQueue({}, { timeoutMs: 10_000 });
+    // The forked broker inherits MPMC_ADMIN_TOKEN from this process, and then requires it on CloseQueue.
+    const adminToken = process.env.MPMC_ADMIN_TOKEN;
+    const headers: Record<string, string> = adminToken === undefined ? {} : { authorization: `Bearer ${adminToken}` };
+    const closed = await brokerClient.closeQueue({}, { timeoutMs: 10_000, headers });
     this.stage(`queue closed with ${closed.stats?.queued ?? 0} queued and ${closed.stats?.inFlight ?? 0} in flight`);
 
     await this.expectExitZero(consumers);

@@ -16,14 +16,21 @@ export interface RunReport {
   summary: AggregatorSummary;
 }
 
-/** Checks that every accepted job was processed exactly once. */
+/**
+ * Checks that every accepted job settled exactly once: processed, or moved to
+ * the dead letters after failing for good, and that the aggregator saw every
+ * result.
+ */
 export function findProblems(stats: BrokerStats, summary: AggregatorSummary): string[] {
   const problems: string[] = [];
-  if (stats.created !== stats.processed) {
-    problems.push(`created ${stats.created} != processed ${stats.processed}`);
+  if (stats.created !== stats.processed + stats.deadLettered) {
+    problems.push(`created ${stats.created} != processed ${stats.processed} + dead-lettered ${stats.deadLettered}`);
   }
-  if (stats.inFlight !== 0n || stats.queued !== 0n) {
-    problems.push(`${stats.inFlight} jobs in flight and ${stats.queued} queued after the drain`);
+  if (stats.inFlight !== 0n || stats.queued !== 0n || stats.waitingRetry !== 0n) {
+    problems.push(`${stats.inFlight} jobs in flight, ${stats.queued} queued and ${stats.waitingRetry} waiting to retry after the drain`);
+  }
+  if (summary.missedResults !== 0n) {
+    problems.push(`the aggregator missed ${summary.missedResults} results`);
   }
   if (summary.results !== stats.processed) {
     problems.push(`aggregator saw ${summary.results} results, broker processed ${stats.processed}`);
@@ -46,7 +53,8 @@ export function formatReport(report: RunReport): string {
     `  Jobs in flight:    ${stats.inFlight}`,
     `  Avg duration:      ${ms(msOfDuration(stats.averageProcessingDuration))}`,
     `  Queue wait:        p50 ${ms(msOfDuration(stats.queueWait?.p50))}, p90 ${ms(msOfDuration(stats.queueWait?.p90))}, p99 ${ms(msOfDuration(stats.queueWait?.p99))}`,
-    `  Redelivered:       ${stats.redelivered}, failed attempts ${stats.failedAttempts}, rejected results ${stats.rejectedResults}`,
+    `  Redelivered:       ${stats.redelivered}, failed attempts ${stats.failedAttempts}, rejected results ${stats.rejectedResults} (${stats.lateResults} late)`,
+    `  Dead-lettered:     ${stats.deadLettered}, duplicates refused ${stats.duplicatesRefused}`,
     `  Aggregator:        ${summary.results} results, ${summary.duplicateResults} duplicates`,
     "  Per consumer:",
   ];
@@ -60,7 +68,11 @@ export function formatReport(report: RunReport): string {
   for (const stage of report.stages) {
     lines.push(`    ${(stage.atMs / 1000).toFixed(2).padStart(7)} s  ${stage.name}`);
   }
-  lines.push(report.ok ? "Pipeline complete: every job processed exactly once." : `Pipeline FAILED: ${report.problems.join("; ")}`);
+  const success =
+    stats.deadLettered === 0n
+      ? "Pipeline complete: every job processed exactly once."
+      : `Pipeline complete: every job settled exactly once, ${stats.deadLettered} of them in the dead letters.`;
+  lines.push(report.ok ? success : `Pipeline FAILED: ${report.problems.join("; ")}`);
   return lines.join("\n") + "\n";
 }
 

@@ -1,6 +1,7 @@
 import type { DescFile } from "@bufbuild/protobuf";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import type { ServerTls } from "../tls.js";
 import { addReflection } from "./reflection.js";
 
 export interface GrpcServerOptions {
@@ -16,6 +17,8 @@ export interface GrpcServerOptions {
   files: readonly DescFile[];
   /** Registers the application services. */
   register: (server: Server) => void;
+  /** Serves TLS with this certificate, and mutual TLS when it has a client CA; plaintext when unset. */
+  tls?: ServerTls;
 }
 
 export interface RunningGrpcServer {
@@ -23,6 +26,8 @@ export interface RunningGrpcServer {
   readonly port: number;
   /** Sets the health of the whole server ("") and of every service on it. */
   setServing(status: ServingStatus): void;
+  /** The health last set with setServing, or by shutdown. */
+  servingStatus(): ServingStatus;
   /**
    * Stops accepting calls and waits for running calls to finish, then cancels
    * those still running after graceMs. Calling it again returns the same promise.
@@ -55,7 +60,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   addReflection(server, options.files);
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${options.host}:${options.port}`, ServerCredentials.createInsecure(), (err, boundPort) => {
+    server.bindAsync(`${options.host}:${options.port}`, credentialsOf(options.tls), (err, boundPort) => {
       if (err) {
         reject(err);
       } else {
@@ -64,7 +69,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     });
   });
 
+  let current: ServingStatus = "NOT_SERVING";
   const setServing = (status: ServingStatus): void => {
+    current = status;
     health.setStatus("", status);
     for (const name of options.serviceNames) {
       health.setStatus(name, status);
@@ -86,5 +93,13 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
     return shutdownPromise;
   };
 
-  return { server, port, setServing, shutdown };
+  return { server, port, setServing, servingStatus: () => current, shutdown };
+}
+
+function credentialsOf(tls: ServerTls | undefined): ServerCredentials {
+  if (tls === undefined) {
+    return ServerCredentials.createInsecure();
+  }
+  // With a client CA, grpc-js rejects the handshake of a client without a certificate signed by it.
+  return ServerCredentials.createSsl(tls.clientCa ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], tls.clientCa !== undefined);
 }

@@ -1,6 +1,6 @@
 import { MpmcError, type ErrorCode } from "@mpmc/common";
 import { describe, expect, it } from "vitest";
-import { BrokerCore, maxCredit } from "./broker-core.js";
+import { BrokerCore, maxCredit, type BrokerCoreOptions } from "./broker-core.js";
 import { ManualClock } from "./clock.js";
 import type {
   AckInput,
@@ -10,6 +10,8 @@ import type {
   JobInput,
   JobRecord,
   Lease,
+  NackInput,
+  OfferResult,
   ProducerSnapshot,
   Rejection,
   ResultRecord,
@@ -106,13 +108,17 @@ function consumerSnapshot(consumerId: string, figures: Partial<ConsumerSnapshot>
   };
 }
 
-function setup(capacity = 100, leaseMs = 1_000): { core: BrokerCore; clock: ManualClock } {
+function setup(
+  capacity = 100,
+  leaseMs = 1_000,
+  options: Partial<BrokerCoreOptions> = {},
+): { core: BrokerCore; clock: ManualClock } {
   const clock = new ManualClock(startMs);
-  return { core: new BrokerCore({ capacity, leaseMs, clock }), clock };
+  return { core: new BrokerCore({ capacity, leaseMs, clock, ...options }), clock };
 }
 
-function makeJob(sequence = 0, data = 0n): JobInput {
-  return { data, payload: new Uint8Array([1, 2, 3]), attributes: { kind: "test" }, sequence };
+function makeJob(sequence = 0, data = 0n, leaseMs = 0): JobInput {
+  return { data, payload: new Uint8Array([1, 2, 3]), attributes: { kind: "test" }, sequence, leaseMs };
 }
 
 function makeJobs(count: number, firstSequence = 1): JobInput[] {
@@ -121,6 +127,10 @@ function makeJobs(count: number, firstSequence = 1): JobInput[] {
 
 function ackOf(delivery: Delivery, output = 0n, processingMs = 0): AckInput {
   return { jobId: delivery.jobId, token: delivery.token, output, processingMs };
+}
+
+function nackOf(delivery: Delivery, error: string, permanent: boolean): NackInput {
+  return { jobId: delivery.jobId, token: delivery.token, error, permanent };
 }
 
 function expectMpmcError(action: () => unknown, code: ErrorCode): void {
@@ -204,7 +214,15 @@ describe("BrokerCore construction", () => {
       queueWait: { p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 },
       redelivered: 0,
       rejectedResults: 0,
+      lateResults: 0,
       failedAttempts: 0,
+      waitingRetry: 0,
+      deadLettered: 0,
+      deadLetters: 0,
+      duplicatesRefused: 0,
+      oldestJobAgeMs: 0,
+      lastResultSequence: 0,
+      firstKeptResultSequence: 1,
       consumersConnected: 0,
       subscribersConnected: 0,
       consumers: [],
@@ -220,14 +238,17 @@ describe("BrokerCore.offer", () => {
 
     const first = core.offer("p1", [input, makeJob(8), makeJob(9)]);
 
-    expect(first.map((job) => job.id)).toEqual([1, 2, 3]);
-    expect(first.map((job) => job.attempt)).toEqual([1, 1, 1]);
-    expect(first.map((job) => job.createdAtMs)).toEqual([startMs, startMs, startMs]);
-    expect(first[0]).toEqual({
+    expect(first.duplicates).toBe(0);
+    expect(first.consumed).toBe(3);
+    expect(first.accepted.map((job) => job.id)).toEqual([1, 2, 3]);
+    expect(first.accepted.map((job) => job.attempt)).toEqual([1, 1, 1]);
+    expect(first.accepted.map((job) => job.createdAtMs)).toEqual([startMs, startMs, startMs]);
+    expect(first.accepted[0]).toEqual({
       data: 42n,
       payload: new Uint8Array([1, 2, 3]),
       attributes: { kind: "test" },
       sequence: 7,
+      leaseMs: 0,
       id: 1,
       producerId: "p1",
       createdAtMs: startMs,
@@ -237,9 +258,10 @@ describe("BrokerCore.offer", () => {
     clock.advance(250);
     const second = core.offer("p2", makeJobs(2));
 
-    expect(second.map((job) => job.id)).toEqual([4, 5]);
-    expect(second.map((job) => job.producerId)).toEqual(["p2", "p2"]);
-    expect(second.map((job) => job.createdAtMs)).toEqual([startMs + 250, startMs + 250]);
+    expect(second.consumed).toBe(2);
+    expect(second.accepted.map((job) => job.id)).toEqual([4, 5]);
+    expect(second.accepted.map((job) => job.producerId)).toEqual(["p2", "p2"]);
+    expect(second.accepted.map((job) => job.createdAtMs)).toEqual([startMs + 250, startMs + 250]);
     expect(core.queued).toBe(5);
   });
 
@@ -249,30 +271,37 @@ describe("BrokerCore.offer", () => {
 
     for (let round = 0; round < 20; round++) {
       for (const producerId of ["a", "b", "c"]) {
-        ids.push(...core.offer(producerId, makeJobs(round % 4)).map((job) => job.id));
+        // Each round starts past the previous round's sequence numbers, so no job is a duplicate.
+        const result = core.offer(producerId, makeJobs(round % 4, round * 10 + 1));
+        expect(result.duplicates).toBe(0);
+        ids.push(...result.accepted.map((job) => job.id));
       }
     }
 
+    expect(ids).toHaveLength(90);
     expect(ids).toEqual(Array.from({ length: ids.length }, (_, i) => i + 1));
   });
 
   it("offer accepts at most room() jobs", () => {
     const { core } = setup(3);
 
-    const accepted = core.offer("p", makeJobs(5));
+    const result = core.offer("p", makeJobs(5));
 
-    expect(accepted.map((job) => job.sequence)).toEqual([1, 2, 3]);
+    expect(result.accepted.map((job) => job.sequence)).toEqual([1, 2, 3]);
+    expect(result.consumed).toBe(3);
+    expect(result.duplicates).toBe(0);
     expect(core.queued).toBe(3);
     expect(core.room()).toBe(0);
-    expect(core.offer("p", makeJobs(1))).toEqual([]);
+    expect(core.offer("p", makeJobs(1, 4))).toEqual({ accepted: [], duplicates: 0, consumed: 0 } satisfies OfferResult);
     expect(core.queued).toBe(3);
     expect(core.snapshot().created).toBe(3);
+    expect(core.producerCursor("p")).toBe(3);
   });
 
   it("offer with no jobs accepts nothing", () => {
     const { core } = setup(3);
 
-    expect(core.offer("p", [])).toEqual([]);
+    expect(core.offer("p", [])).toEqual({ accepted: [], duplicates: 0, consumed: 0 } satisfies OfferResult);
     expect(core.snapshot().created).toBe(0);
     expect(core.snapshot().producers).toEqual([]);
   });
@@ -280,13 +309,18 @@ describe("BrokerCore.offer", () => {
   it("offer never fills the queue past capacity", () => {
     const { core } = setup(7);
     const random = mulberry32(99);
+    let nextSequence = 1;
 
     for (let i = 0; i < 200; i++) {
       const count = Math.floor(random() * 5);
       const room = core.room();
-      const accepted = core.offer("p", makeJobs(count));
-      expect(accepted).toHaveLength(Math.min(count, room));
+      const result = core.offer("p", makeJobs(count, nextSequence));
+      expect(result.accepted).toHaveLength(Math.min(count, room));
+      expect(result.consumed).toBe(result.accepted.length);
+      expect(result.duplicates).toBe(0);
       expect(core.queued).toBeLessThanOrEqual(7);
+      // The producer resends the jobs that found no room, under the same sequence numbers.
+      nextSequence += result.consumed;
     }
     expect(core.queued).toBe(7);
   });
@@ -296,10 +330,11 @@ describe("BrokerCore.offer", () => {
     const sink = new RecordingConsumerSink();
     core.attach("c", 3, sink);
 
-    const accepted = core.offer("p", makeJobs(5));
+    const result = core.offer("p", makeJobs(5));
 
     // Each accepted job is delivered at once, but room() is read before the offer, so only 2 fit.
-    expect(accepted).toHaveLength(2);
+    expect(result.accepted).toHaveLength(2);
+    expect(result.consumed).toBe(2);
     expect(sink.jobIds()).toEqual([1, 2]);
     expect(core.queued).toBe(0);
     expect(core.room()).toBe(2);
@@ -351,12 +386,12 @@ describe("BrokerCore.waitForRoom", () => {
     expect(order).toEqual(["a"]);
 
     // Each woken producer refills the place, so the next job a consumer takes wakes exactly one more.
-    core.offer("p", makeJobs(1));
+    core.offer("p", makeJobs(1, 3));
     core.acknowledge(session, [ackOf(sink.latest(1))]);
     await flushMicrotasks();
     expect(order).toEqual(["a", "b"]);
 
-    core.offer("p", makeJobs(1));
+    core.offer("p", makeJobs(1, 4));
     core.acknowledge(session, [ackOf(sink.latest(2))]);
     await flushMicrotasks();
     expect(order).toEqual(["a", "b", "c"]);
@@ -564,7 +599,7 @@ describe("BrokerCore dispatch", () => {
     expect(core.inFlight).toBe(2);
     expect(core.queued).toBe(3);
 
-    core.offer("p", makeJobs(1));
+    core.offer("p", makeJobs(1, 6));
     expect(sink.jobIds()).toEqual([1, 2]);
 
     core.acknowledge(session, [ackOf(sink.latest(1))]);
@@ -581,15 +616,15 @@ describe("BrokerCore dispatch", () => {
     core.offer("p", makeJobs(2));
     core.attach("b", 3, sinkB);
 
-    core.offer("p", makeJobs(1));
+    core.offer("p", makeJobs(1, 3));
     expect(sinkA.jobIds()).toEqual([1, 2]);
     expect(sinkB.jobIds()).toEqual([3]);
 
-    core.offer("p", makeJobs(1));
+    core.offer("p", makeJobs(1, 4));
     expect(sinkB.jobIds()).toEqual([3, 4]);
 
     // Both now hold 2, and a reached that load first.
-    core.offer("p", makeJobs(1));
+    core.offer("p", makeJobs(1, 5));
     expect(sinkA.jobIds()).toEqual([1, 2, 5]);
     expect(sinkB.jobIds()).toEqual([3, 4]);
   });
@@ -681,7 +716,7 @@ describe("BrokerCore dispatch", () => {
     core.offer("p", makeJobs(1));
 
     core.stopConsuming(session);
-    core.offer("p", makeJobs(2));
+    core.offer("p", makeJobs(2, 2));
     expect(sink.jobIds()).toEqual([1]);
     expect(core.queued).toBe(2);
 
@@ -804,6 +839,8 @@ describe("BrokerCore.acknowledge", () => {
     expect(rejections).toEqual([{ jobId: 999, token: 1, reason: "job 999 is not in flight" }]);
     const stats = core.snapshot();
     expect(stats.rejectedResults).toBe(1);
+    // No token has been issued yet, so the result cannot be a late one.
+    expect(stats.lateResults).toBe(0);
     expect(stats.processed).toBe(0);
     expect(stats.totalProcessingMs).toBe(0);
     expect(stats.consumers[0]?.rejectedResults).toBe(1);
@@ -826,6 +863,7 @@ describe("BrokerCore.acknowledge", () => {
       { jobId: 1, token: wrongToken, reason: `lease_token ${wrongToken} is not the current delivery of job 1` },
     ] satisfies Rejection[]);
     expect(core.snapshot().rejectedResults).toBe(1);
+    expect(core.snapshot().lateResults).toBe(0);
     expect(core.snapshot().processed).toBe(0);
     expect(core.inFlight).toBe(1);
     expect(results.batches).toEqual([]);
@@ -846,6 +884,8 @@ describe("BrokerCore.acknowledge", () => {
     ] satisfies Rejection[]);
     const stats = core.snapshot();
     expect(stats.rejectedResults).toBe(1);
+    // The token is the current delivery's, so the result is misdirected, not late.
+    expect(stats.lateResults).toBe(0);
     expect(stats.processed).toBe(0);
     expect(stats.consumers.find((consumer) => consumer.consumerId === "b")?.rejectedResults).toBe(1);
     expect(stats.consumers.find((consumer) => consumer.consumerId === "a")?.rejectedResults).toBe(0);
@@ -875,6 +915,7 @@ describe("BrokerCore.acknowledge", () => {
     expect(stats.processed).toBe(2);
     expect(stats.totalProcessingMs).toBe(10);
     expect(stats.rejectedResults).toBe(2);
+    expect(stats.lateResults).toBe(2);
     expect(results.records.map((record) => record.jobId)).toEqual([1, 2]);
   });
 
@@ -1075,6 +1116,8 @@ describe("BrokerCore.detach", () => {
 
     expect(rejections).toEqual([{ jobId: 1, token: sink.latest(1).token, reason: "job 1 is not in flight" }]);
     expect(core.snapshot().processed).toBe(0);
+    expect(core.snapshot().rejectedResults).toBe(1);
+    expect(core.snapshot().lateResults).toBe(1);
     expect(core.queued).toBe(1);
   });
 });
@@ -1125,6 +1168,7 @@ describe("BrokerCore lease expiry", () => {
     ] satisfies Rejection[]);
     expect(core.snapshot().processed).toBe(0);
     expect(core.snapshot().rejectedResults).toBe(1);
+    expect(core.snapshot().lateResults).toBe(1);
 
     expect(core.acknowledge(session, [ackOf(second, 2n)])).toEqual([]);
     expect(results.records).toEqual([
@@ -1169,7 +1213,7 @@ describe("BrokerCore lease expiry", () => {
     const session = core.attach("c", 5, sink);
     core.offer("p", makeJobs(1));
     clock.advance(500);
-    core.offer("p", makeJobs(1));
+    core.offer("p", makeJobs(1, 2));
     core.setWritable(session, false);
 
     clock.advance(500);
@@ -1393,7 +1437,7 @@ describe("BrokerCore.snapshot", () => {
   it("snapshot reports consumer and producer figures", () => {
     const { core, clock } = setup(10, 1_000);
     core.offer("p1", [makeJob(1), makeJob(2), makeJob(3)]);
-    core.offer("p2", [makeJob(11), makeJob(10)]);
+    core.offer("p2", [makeJob(10), makeJob(11)]);
     clock.advance(40);
     const sinkA = new RecordingConsumerSink();
     const sinkB = new RecordingConsumerSink();
@@ -1420,7 +1464,18 @@ describe("BrokerCore.snapshot", () => {
       averageProcessingMs: 40,
       redelivered: 0,
       rejectedResults: 1,
+      // Session b sent job 1's first token after job 1 had settled.
+      lateResults: 1,
+      failedAttempts: 0,
+      waitingRetry: 0,
+      deadLettered: 0,
+      deadLetters: 0,
+      duplicatesRefused: 0,
+      oldestJobAgeMs: 0,
+      lastResultSequence: 2,
+      firstKeptResultSequence: 1,
       consumersConnected: 2,
+      subscribersConnected: 0,
     });
     expect(stats.consumers).toEqual([
       consumerSnapshot("a", { connected: true, credit: 2, inFlight: 2, processed: 1, totalProcessingMs: 30 }),
@@ -1479,18 +1534,60 @@ describe("BrokerCore.snapshot", () => {
 });
 
 describe("BrokerCore invariants", () => {
+  const maxAttempts = 4;
+  const backoff = { minMs: 20, maxMs: 160 };
+  const defaultLeaseMs = 100;
+
   interface LiveSession {
     id: number;
     consumerId: string;
     credit: number;
     sink: RecordingConsumerSink;
-    /** Deliveries not yet acked or released by this test; some may have expired or moved since. */
+    /** Deliveries not yet acked, nacked or released by this test. Some may have expired or moved since. */
     open: Delivery[];
   }
 
-  function expectConsistent(stats: BrokerSnapshot, step: number): void {
+  /** How often each kind of step changed the broker, so the test can fail when a path goes unexercised. */
+  interface Coverage {
+    nackRetried: number;
+    nackDeadLettered: number;
+    permanentNacks: number;
+    extended: number;
+    leasesReleased: number;
+    requeued: number;
+    purged: number;
+    retriesReleased: number;
+    leasesExpired: number;
+    resends: number;
+  }
+
+  /** Maps each job a consumer has in flight to its current lease token. */
+  function currentTokens(core: BrokerCore, consumerId: string): Map<number, number> {
+    return new Map(core.listLeases({ consumerId }, maxCredit).map((lease) => [lease.jobId, lease.token]));
+  }
+
+  function expectConsistent(core: BrokerCore, step: number): BrokerSnapshot {
+    const stats = core.snapshot();
     const context = `step ${step}`;
-    expect(stats.created, context).toBe(stats.queued + stats.inFlight + stats.processed);
+    expect(stats.created, context).toBe(
+      stats.queued + stats.waitingRetry + stats.inFlight + stats.processed + stats.deadLettered,
+    );
+    expect(stats.deadLetters, context).toBeLessThanOrEqual(stats.deadLettered);
+    expect(stats.lateResults, context).toBeLessThanOrEqual(stats.rejectedResults);
+    expect(core.gauges(), context).toEqual({
+      queued: stats.queued,
+      inFlight: stats.inFlight,
+      waitingRetry: stats.waitingRetry,
+      oldestJobAgeMs: stats.oldestJobAgeMs,
+      created: stats.created,
+      processed: stats.processed,
+      deadLettered: stats.deadLettered,
+      consumersConnected: stats.consumersConnected,
+      closed: stats.closed,
+      drained: stats.drained,
+    });
+    expect(core.listLeases({}, maxCredit), context).toHaveLength(stats.inFlight);
+    expect(core.listDeadLetters(0, maxCredit).total, context).toBe(stats.deadLetters);
 
     // Collected first and asserted once, because thousands of expect() calls per step make the test slow.
     const negative: string[] = [];
@@ -1512,22 +1609,63 @@ describe("BrokerCore invariants", () => {
       }
       heldByConnected += consumer.inFlight;
     }
+    for (const producer of stats.producers) {
+      checkFields(producer.producerId, producer);
+    }
     expect(negative, context).toEqual([]);
     expect(overCredit, context).toEqual([]);
     expect(heldByConnected, context).toBe(stats.inFlight);
     expect(stats.consumersConnected, context).toBe(stats.consumers.filter((consumer) => consumer.connected).length);
+    return stats;
+  }
+
+  function expectMonotonic(previous: BrokerSnapshot, stats: BrokerSnapshot, step: number): void {
+    const context = `step ${step}`;
+    expect(stats.created, context).toBeGreaterThanOrEqual(previous.created);
+    expect(stats.processed, context).toBeGreaterThanOrEqual(previous.processed);
+    expect(stats.redelivered, context).toBeGreaterThanOrEqual(previous.redelivered);
+    expect(stats.rejectedResults, context).toBeGreaterThanOrEqual(previous.rejectedResults);
+    expect(stats.lateResults, context).toBeGreaterThanOrEqual(previous.lateResults);
+    expect(stats.failedAttempts, context).toBeGreaterThanOrEqual(previous.failedAttempts);
+    expect(stats.duplicatesRefused, context).toBeGreaterThanOrEqual(previous.duplicatesRefused);
+    expect(stats.totalProcessingMs, context).toBeGreaterThanOrEqual(previous.totalProcessingMs);
+    expect(stats.lastResultSequence, context).toBeGreaterThanOrEqual(previous.lastResultSequence);
   }
 
   function runRandomSequence(seed: number, steps: number): void {
     const random = mulberry32(seed);
     const capacity = 8;
-    const { core, clock } = setup(capacity, 100);
+    const { core, clock } = setup(capacity, defaultLeaseMs, {
+      maxAttempts,
+      retryBackoff: backoff,
+      resultWindow: 64,
+      // A second generator, so the jitter draws do not shift the sequence of operations.
+      random: mulberry32(seed + 1),
+    });
     const results = new RecordingResultSink();
     core.subscribe(results);
+
     const sessions: LiveSession[] = [];
     let consumerCount = 0;
     const randomInt = (bound: number): number => Math.floor(random() * bound);
     const sessionOf = (): LiveSession | undefined => sessions[randomInt(sessions.length)];
+    /** Each job's own lease length, 0 for the broker's default. */
+    const leaseMsOf = new Map<number, number>();
+    const purgedIds = new Set<number>();
+
+    const coverage: Coverage = {
+      nackRetried: 0,
+      nackDeadLettered: 0,
+      permanentNacks: 0,
+      extended: 0,
+      leasesReleased: 0,
+      requeued: 0,
+      purged: 0,
+      retriesReleased: 0,
+      leasesExpired: 0,
+      resends: 0,
+    };
+
     /** How many of each session's delivery batches are already in its open list. */
     const seen = new Map<LiveSession, number>();
     const collect = (session: LiveSession): void => {
@@ -1543,13 +1681,36 @@ describe("BrokerCore invariants", () => {
       }
       const roll = random();
 
-      if (roll < 0.25) {
-        const count = randomInt(6);
-        const queuedBefore = core.queued;
-        const accepted = core.offer(`p${randomInt(3)}`, makeJobs(count, step * 10));
-        expect(accepted.length).toBe(Math.min(count, Math.max(0, capacity - queuedBefore)));
-        expect(core.queued).toBeLessThanOrEqual(Math.max(capacity, queuedBefore));
-      } else if (roll < 0.33) {
+      if (roll < 0.2) {
+        const producerId = `p${randomInt(3)}`;
+        const cursor = core.producerCursor(producerId);
+        const before = core.snapshot();
+        if (cursor > 0 && random() < 0.15) {
+          // A producer resends jobs after a broken stream, so every sequence at or below the cursor is a duplicate.
+          const first = Math.max(1, cursor - randomInt(4));
+          const count = cursor - first + 1;
+          const result = core.offer(producerId, makeJobs(count, first));
+          expect(result).toEqual({ accepted: [], duplicates: count, consumed: count } satisfies OfferResult);
+          expect(core.snapshot().duplicatesRefused - before.duplicatesRefused).toBe(count);
+          expect(core.producerCursor(producerId)).toBe(cursor);
+          coverage.resends++;
+        } else {
+          const count = randomInt(6);
+          const queuedBefore = core.queued;
+          const jobs = makeJobs(count, step * 10).map((job) => ({
+            ...job,
+            leaseMs: random() < 0.3 ? 40 + randomInt(120) : 0,
+          }));
+          const result = core.offer(producerId, jobs);
+          expect(result.accepted.length).toBe(Math.min(count, Math.max(0, capacity - queuedBefore)));
+          expect(result.duplicates).toBe(0);
+          expect(result.consumed).toBe(result.accepted.length);
+          expect(core.queued).toBeLessThanOrEqual(Math.max(capacity, queuedBefore));
+          for (const job of result.accepted) {
+            leaseMsOf.set(job.id, job.leaseMs);
+          }
+        }
+      } else if (roll < 0.26) {
         if (sessions.length < 4) {
           const sink = new RecordingConsumerSink();
           const consumerId = `c${consumerCount++}`;
@@ -1557,42 +1718,51 @@ describe("BrokerCore invariants", () => {
           const id = core.attach(consumerId, credit, sink);
           sessions.push({ id, consumerId, credit, sink, open: [] });
         }
-      } else if (roll < 0.37) {
+      } else if (roll < 0.29) {
         const session = sessionOf();
         if (session !== undefined) {
-          const consumerBefore = core
-            .snapshot()
-            .consumers.find((consumer) => consumer.consumerId === session.consumerId);
-          const redeliveredBefore = core.snapshot().redelivered;
-          core.detach(session.id);
+          const inFlight = core.listLeases({ consumerId: session.consumerId }, maxCredit);
+          const lastAttempts = inFlight.filter((lease) => lease.attempt >= maxAttempts).length;
+          const before = core.snapshot();
+          expect(core.detach(session.id)).toBe(inFlight.length);
           sessions.splice(sessions.indexOf(session), 1);
-          expect(core.snapshot().redelivered - redeliveredBefore).toBe(consumerBefore?.inFlight ?? -1);
+          const after = core.snapshot();
+          expect(after.redelivered - before.redelivered).toBe(inFlight.length - lastAttempts);
+          expect(after.deadLettered - before.deadLettered).toBe(lastAttempts);
         }
-      } else if (roll < 0.62) {
+      } else if (roll < 0.47) {
         const session = sessionOf();
         if (session !== undefined && session.open.length > 0) {
           const count = 1 + randomInt(Math.min(3, session.open.length));
           const chosen = session.open.splice(-count, count);
+          const tokens = currentTokens(core, session.consumerId);
+          const current = chosen.filter((delivery) => tokens.get(delivery.jobId) === delivery.token);
           const acks = chosen.map((delivery) => ackOf(delivery, BigInt(delivery.jobId), randomInt(20)));
           const before = core.snapshot();
           const rejections = core.acknowledge(session.id, acks);
           const after = core.snapshot();
-          expect(after.processed - before.processed).toBe(acks.length - rejections.length);
+          expect(rejections).toHaveLength(chosen.length - current.length);
+          expect(after.processed - before.processed).toBe(current.length);
           expect(after.rejectedResults - before.rejectedResults).toBe(rejections.length);
+          // Every token here was issued by the broker, so each rejected result is late.
+          expect(after.lateResults - before.lateResults).toBe(rejections.length);
           for (const rejection of rejections) {
             expect(rejection.reason).not.toBe("");
           }
         }
-      } else if (roll < 0.67) {
+      } else if (roll < 0.5) {
         const session = sessionOf();
         if (session !== undefined) {
           const bogus: AckInput = { jobId: 1 + randomInt(1_000_000), token: -1, output: 0n, processingMs: 1 };
           const before = core.snapshot();
           const rejections = core.acknowledge(session.id, [bogus]);
+          const after = core.snapshot();
           expect(rejections).toHaveLength(1);
-          expect(core.snapshot().processed).toBe(before.processed);
+          expect(after.processed).toBe(before.processed);
+          expect(after.rejectedResults - before.rejectedResults).toBe(1);
+          expect(after.lateResults).toBe(before.lateResults);
         }
-      } else if (roll < 0.75) {
+      } else if (roll < 0.55) {
         const session = sessionOf();
         if (session !== undefined && session.open.length > 0) {
           const chosen = session.open.splice(0, 1 + randomInt(session.open.length));
@@ -1605,27 +1775,128 @@ describe("BrokerCore invariants", () => {
           expect(rejections.length).toBeLessThanOrEqual(chosen.length);
           expect(after.processed).toBe(before.processed);
           expect(after.redelivered).toBe(before.redelivered);
+          expect(after.deadLettered).toBe(before.deadLettered);
         }
-      } else if (roll < 0.83) {
+      } else if (roll < 0.6) {
+        const session = sessionOf();
+        if (session !== undefined && session.open.length > 0) {
+          const count = 1 + randomInt(Math.min(3, session.open.length));
+          const chosen = session.open.splice(-count, count);
+          const permanent = random() < 0.25;
+          const attempts = new Map(
+            core.listLeases({ consumerId: session.consumerId }, maxCredit).map((lease) => [lease.token, lease.attempt]),
+          );
+          const current = chosen.filter((delivery) => attempts.has(delivery.token));
+          const toDeadLetters = current.filter(
+            (delivery) => permanent || (attempts.get(delivery.token) ?? 0) >= maxAttempts,
+          ).length;
+          const before = core.snapshot();
+          const nacks = chosen.map((delivery) => nackOf(delivery, `failed at step ${step}`, permanent));
+          const rejections = core.nack(session.id, nacks);
+          const after = core.snapshot();
+          expect(rejections).toHaveLength(chosen.length - current.length);
+          expect(after.failedAttempts - before.failedAttempts).toBe(current.length);
+          expect(after.deadLettered - before.deadLettered).toBe(toDeadLetters);
+          expect(after.waitingRetry - before.waitingRetry).toBe(current.length - toDeadLetters);
+          expect(after.rejectedResults).toBe(before.rejectedResults);
+          expect(after.processed).toBe(before.processed);
+          coverage.nackRetried += current.length - toDeadLetters;
+          coverage.nackDeadLettered += toDeadLetters;
+          coverage.permanentNacks += permanent ? current.length : 0;
+        }
+      } else if (roll < 0.64) {
+        const session = sessionOf();
+        if (session !== undefined && session.open.length > 0) {
+          const chosen = session.open.slice(0, 1 + randomInt(session.open.length));
+          const extensionMs = random() < 0.3 ? undefined : randomInt(200);
+          const tokens = currentTokens(core, session.consumerId);
+          const current = chosen.filter((delivery) => tokens.get(delivery.jobId) === delivery.token);
+          const rejections = core.extend(
+            session.id,
+            chosen.map((delivery) => ({ jobId: delivery.jobId, token: delivery.token, extensionMs })),
+          );
+          expect(rejections).toHaveLength(chosen.length - current.length);
+          for (const delivery of current) {
+            const ownLeaseMs = leaseMsOf.get(delivery.jobId) ?? 0;
+            const expectedMs = extensionMs ?? (ownLeaseMs > 0 ? ownLeaseMs : defaultLeaseMs);
+            const [lease] = core.listLeases({ jobId: delivery.jobId }, 1);
+            expect(lease?.deadlineMs).toBe(clock.now() + expectedMs);
+          }
+          coverage.extended += current.length;
+        }
+      } else if (roll < 0.66) {
+        const leases = core.listLeases({}, maxCredit);
+        const chosen = leases[randomInt(leases.length)];
+        if (chosen === undefined) {
+          expectMpmcError(() => core.releaseLease(1 + randomInt(core.snapshot().created + 1)), "not_found");
+        } else {
+          const owner = sessions.find((session) => session.consumerId === chosen.consumerId);
+          const before = core.snapshot();
+          expect(core.releaseLease(chosen.jobId)).toEqual(chosen);
+          const after = core.snapshot();
+          const lastAttempt = chosen.attempt >= maxAttempts;
+          expect(after.redelivered - before.redelivered).toBe(lastAttempt ? 0 : 1);
+          expect(after.deadLettered - before.deadLettered).toBe(lastAttempt ? 1 : 0);
+          expect(after.consumersConnected).toBe(before.consumersConnected);
+          expect(owner?.sink.endCalls).toBe(0);
+          expect(core.listLeases({ jobId: chosen.jobId }, 1).map((lease) => lease.token)).not.toContain(chosen.token);
+          coverage.leasesReleased++;
+        }
+      } else if (roll < 0.68) {
+        const { entries, total } = core.listDeadLetters(0, maxCredit);
+        expect(entries).toHaveLength(total);
+        const all = random() < 0.3;
+        const chosen = all ? entries : entries.filter(() => random() < 0.5);
+        const before = core.snapshot();
+        // Job 1_000_000 is not a dead letter, so the requeue skips it.
+        const requeued = core.requeueDeadLetters(all ? "all" : [...chosen.map((entry) => entry.job.id), 1_000_000]);
+        const after = core.snapshot();
+        expect(requeued).toBe(chosen.length);
+        expect(before.deadLetters - after.deadLetters).toBe(requeued);
+        expect(before.deadLettered - after.deadLettered).toBe(requeued);
+        expect(after.queued + after.inFlight - (before.queued + before.inFlight)).toBe(requeued);
+        for (const entry of chosen) {
+          expect(entry.job.attempt).toBe(1);
+        }
+        coverage.requeued += requeued;
+      } else if (roll < 0.69) {
+        const { entries } = core.listDeadLetters(0, maxCredit);
+        const all = random() < 0.3;
+        const chosen = all ? entries : entries.filter(() => random() < 0.5);
+        const before = core.snapshot();
+        const purged = core.purgeDeadLetters(all ? "all" : chosen.map((entry) => entry.job.id));
+        const after = core.snapshot();
+        expect(purged).toBe(chosen.length);
+        expect(before.deadLetters - after.deadLetters).toBe(purged);
+        expect(after.deadLettered).toBe(before.deadLettered);
+        for (const entry of chosen) {
+          purgedIds.add(entry.job.id);
+        }
+        coverage.purged += purged;
+      } else if (roll < 0.74) {
         const session = sessionOf();
         if (session !== undefined) {
           core.setWritable(session.id, random() < 0.6);
         }
-      } else if (roll < 0.85) {
+      } else if (roll < 0.75) {
         const session = sessionOf();
         if (session !== undefined) {
           core.stopConsuming(session.id);
         }
       } else {
-        clock.advance(randomInt(60));
+        const before = core.snapshot();
+        // Mostly short steps, sometimes one past the longest backoff and lease.
+        clock.advance(random() < 0.85 ? randomInt(60) : randomInt(300));
+        const after = core.snapshot();
+        for (const lease of core.listLeases({}, maxCredit)) {
+          expect(lease.deadlineMs, `step ${step}: lease of job ${lease.jobId}`).toBeGreaterThan(clock.now());
+        }
+        coverage.leasesExpired += after.redelivered - before.redelivered;
+        coverage.retriesReleased += Math.max(0, before.waitingRetry - after.waitingRetry);
       }
 
-      const stats = core.snapshot();
-      expectConsistent(stats, step);
-      expect(stats.created).toBeGreaterThanOrEqual(previous.created);
-      expect(stats.processed).toBeGreaterThanOrEqual(previous.processed);
-      expect(stats.redelivered).toBeGreaterThanOrEqual(previous.redelivered);
-      expect(stats.rejectedResults).toBeGreaterThanOrEqual(previous.rejectedResults);
+      const stats = expectConsistent(core, step);
+      expectMonotonic(previous, stats, step);
       previous = stats;
     }
 
@@ -1633,6 +1904,12 @@ describe("BrokerCore invariants", () => {
     expect(previous.processed).toBeGreaterThan(100);
     expect(previous.redelivered).toBeGreaterThan(0);
     expect(previous.rejectedResults).toBeGreaterThan(0);
+    expect(previous.lateResults).toBeGreaterThan(0);
+    expect(previous.failedAttempts).toBeGreaterThan(0);
+    expect(previous.duplicatesRefused).toBeGreaterThan(0);
+    for (const [name, count] of Object.entries(coverage)) {
+      expect(count, name).toBeGreaterThan(0);
+    }
 
     // Every settled job is settled once, and result sequences have no gaps.
     const records = results.records;
@@ -1641,31 +1918,63 @@ describe("BrokerCore invariants", () => {
     for (const record of records) {
       expect(record.output).toBe(BigInt(record.jobId));
       expect(record.attempt).toBeGreaterThanOrEqual(1);
+      expect(record.attempt).toBeLessThanOrEqual(maxAttempts);
       expect(record.queueWaitMs).toBeGreaterThanOrEqual(0);
     }
+    // The window keeps the newest 64 results, exactly as the subscriber received them.
+    const last = core.lastResultSequence;
+    expect(core.resultsAfter(last - 64, 64)).toEqual(records.slice(-64));
+    expect(core.resultsAfter(last - 65, 64)).toBeUndefined();
 
-    // Closing and settling everything drains the queue exactly once.
-    core.close();
+    // Fail every queued job once more before closing, so the drain has to wait for their retries.
     for (const session of [...sessions]) {
       core.detach(session.id);
     }
+    core.offer("p0", makeJobs(3, steps * 10));
+    const failing = new RecordingConsumerSink();
+    const failingId = core.attach("failing", maxCredit, failing);
+    const failures = failing.deliveries.map((delivery) => nackOf(delivery, "failed before close", false));
+    expect(core.nack(failingId, failures)).toEqual([]);
+    expect(core.snapshot().waitingRetry).toBeGreaterThan(0);
+    core.detach(failingId);
+
+    // Closing and settling everything drains the queue exactly once.
+    core.close();
+    expect(core.drained).toBe(false);
     const finisher = new RecordingConsumerSink();
     const finisherId = core.attach("finisher", maxCredit, finisher);
     expect(core.queued).toBe(0);
-    const rejections = core.acknowledge(
-      finisherId,
-      finisher.deliveries.map((delivery) => ackOf(delivery, BigInt(delivery.jobId))),
-    );
-    expect(rejections).toEqual([]);
-    const final = core.snapshot();
-    expectConsistent(final, steps);
+    let settledDeliveries = 0;
+    // Steps of 1 ms, each shorter than any lease, release the retries while no delivery to the finisher expires.
+    for (let ms = 0; !core.drained && ms <= 10 * backoff.maxMs; ms++) {
+      const fresh = finisher.deliveries.slice(settledDeliveries);
+      settledDeliveries += fresh.length;
+      const rejections = core.acknowledge(
+        finisherId,
+        fresh.map((delivery) => ackOf(delivery, BigInt(delivery.jobId))),
+      );
+      expect(rejections).toEqual([]);
+      if (!core.drained) {
+        clock.advance(1);
+      }
+      expectConsistent(core, steps + ms);
+    }
+    const final = expectConsistent(core, steps);
     expect(core.drained).toBe(true);
-    expect(final.processed).toBe(final.created);
+    expect(final.queued).toBe(0);
+    expect(final.inFlight).toBe(0);
+    expect(final.waitingRetry).toBe(0);
+    expect(final.processed + final.deadLettered).toBe(final.created);
     expect(finisher.endCalls).toBe(1);
     expect(results.finishes).toHaveLength(1);
-    expect(new Set(results.records.map((record) => record.jobId))).toEqual(
-      new Set(Array.from({ length: final.created }, (_, i) => i + 1)),
-    );
+    expectMpmcError(() => core.requeueDeadLetters("all"), "failed_precondition");
+
+    // Every job ended exactly once: processed, in the dead letters, or purged from them.
+    const processedIds = results.records.map((record) => record.jobId);
+    const deadLetterIds = core.listDeadLetters(0, maxCredit).entries.map((entry) => entry.job.id);
+    const endings = [...processedIds, ...deadLetterIds, ...purgedIds].sort((a, b) => a - b);
+    expect(endings).toEqual(Array.from({ length: final.created }, (_, i) => i + 1));
+    expect(deadLetterIds.length + purgedIds.size).toBe(final.deadLettered);
   }
 
   it.each([1, 42, 20240601])("invariant holds over random operations (seed %i)", (seed) => {

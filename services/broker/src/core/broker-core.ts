@@ -2,17 +2,25 @@ import { MpmcError } from "@mpmc/common";
 import { systemClock, type Clock } from "./clock.js";
 import { ConsumerPool } from "./consumer-pool.js";
 import { Counters } from "./counters.js";
+import { DeadLetters, type DeadLetterRecord } from "./dead-letters.js";
 import { Deque } from "./deque.js";
 import { LeaseTimers } from "./lease-timers.js";
+import { ResultWindow } from "./result-window.js";
+import { retryDelayMs, type RetryBackoff } from "./retry-backoff.js";
+import type { JournalEntry, PersistedCounters, RecoveredState } from "../storage/store.js";
 import type {
   AckInput,
   BrokerSnapshot,
   ConsumerSink,
+  ExtendInput,
   JobInput,
   JobRecord,
   Lease,
+  LeaseInfo,
   LeaseRef,
   NackInput,
+  OfferResult,
+  QueueGauges,
   Rejection,
   ResultRecord,
   ResultSink,
@@ -21,13 +29,29 @@ import type {
 export interface BrokerCoreOptions {
   /** Most jobs the queue holds; producers wait while it is full. */
   capacity: number;
-  /** How long a consumer may hold a job before it goes back to the queue. */
+  /** How long a consumer may hold a job before it goes back to the queue, unless the job sets its own. */
   leaseMs: number;
+  /** Attempts before a failing job moves to the dead letters. Default 5. */
+  maxAttempts?: number;
+  /** Wait before a failed job's next attempt. Default 500 ms doubling up to 30 s. */
+  retryBackoff?: RetryBackoff;
+  /** Results kept for subscribers that resume or read slowly. Default 10,000. */
+  resultWindow?: number;
   clock?: Clock;
+  /** Source of jitter for retry backoff, returning [0, 1). */
+  random?: () => number;
+  /** Receives every change to a job's place, in order, for a durable store. */
+  journal?: (entry: JournalEntry) => void;
 }
 
 /** Largest credit one consumer may ask for. */
 export const maxCredit = 10_000;
+
+export const defaultCoreOptions = {
+  maxAttempts: 5,
+  retryBackoff: { minMs: 500, maxMs: 30_000 },
+  resultWindow: 10_000,
+} as const;
 
 interface Session {
   readonly id: number;
@@ -48,37 +72,51 @@ interface RoomWaiter {
   cancelled: boolean;
 }
 
+/** The cause of a delivery that ended without a result. */
+type LostReason = "consumer-lost" | "lease-expired" | "released-by-admin" | "broker-restarted";
+
 /**
  * The broker's state machine: a bounded queue, the consumer sessions, the
- * leases on delivered jobs and the counters. It does no I/O. The RPC shell calls
- * it and passes sinks that write to streams.
+ * leases on delivered jobs, failed jobs waiting to retry, dead letters, the
+ * result window and the counters. It does no I/O. The RPC shell calls it and
+ * passes sinks that write to streams.
  *
- * Every accepted job is in exactly one place, the queue or the lease table,
- * until a result settles it, so created == queued + in flight + processed.
+ * Every accepted job is in exactly one place until it settles: the queue, the
+ * retry wait, the lease table, or the dead letters. So at every snapshot
+ * created == queued + waiting retry + in flight + processed + dead-lettered.
  */
 export class BrokerCore {
   readonly capacity: number;
   readonly leaseMs: number;
+  readonly maxAttempts: number;
 
   private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly retryBackoff: RetryBackoff;
   private readonly queue = new Deque<JobRecord>();
   private readonly leases = new Map<number, Lease>();
   private readonly leaseTimers = new LeaseTimers();
+  private readonly retrying = new Map<number, JobRecord>();
+  private readonly retryTimers = new LeaseTimers();
+  private readonly deadLetters = new DeadLetters();
+  private readonly resultWindow: ResultWindow;
   private readonly sessions = new Map<number, Session>();
   private readonly connectedIds = new Set<string>();
   private readonly pool = new ConsumerPool<number>();
   private readonly subscribers = new Set<ResultSink>();
+  private readonly observers = new Set<ResultSink>();
+  private readonly changeListeners = new Set<() => void>();
   private readonly roomWaiters = new Deque<RoomWaiter>();
   private readonly counters = new Counters();
+  private readonly journal: ((entry: JournalEntry) => void) | undefined;
 
   private nextJobId = 1;
   private nextToken = 1;
   private nextSessionId = 1;
-  private nextResultSequence = 1;
   private closedFlag = false;
   private drainedFlag = false;
-  private cancelLeaseTimer: (() => void) | undefined;
-  private leaseTimerAt: number | undefined;
+  private cancelTimer: (() => void) | undefined;
+  private timerAt: number | undefined;
 
   constructor(options: BrokerCoreOptions) {
     if (!Number.isInteger(options.capacity) || options.capacity < 1) {
@@ -87,9 +125,67 @@ export class BrokerCore {
     if (!(options.leaseMs > 0)) {
       throw new MpmcError("invalid_argument", `leaseMs must be positive, got ${options.leaseMs}`);
     }
+    const maxAttempts = options.maxAttempts ?? defaultCoreOptions.maxAttempts;
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
+      throw new MpmcError("invalid_argument", `maxAttempts must be an integer of at least 1, got ${maxAttempts}`);
+    }
     this.capacity = options.capacity;
     this.leaseMs = options.leaseMs;
+    this.maxAttempts = maxAttempts;
+    this.retryBackoff = options.retryBackoff ?? defaultCoreOptions.retryBackoff;
+    this.resultWindow = new ResultWindow(options.resultWindow ?? defaultCoreOptions.resultWindow);
     this.clock = options.clock ?? systemClock;
+    this.random = options.random ?? Math.random;
+    this.journal = options.journal;
+  }
+
+  /**
+   * Rebuilds the state a store recovered after a restart, before any client
+   * connects. Jobs that were in flight lost their deliveries: they go to the
+   * front of the queue with their attempt raised, or to the dead letters at
+   * their last attempt. Jobs waiting to retry keep their retry time.
+   */
+  restore(state: RecoveredState): void {
+    if (this.sessions.size > 0 || this.counters.created > 0) {
+      throw new MpmcError("failed_precondition", "restore() must run before the broker accepts jobs or consumers");
+    }
+    this.nextJobId = state.nextJobId;
+    if (state.counters !== undefined) {
+      this.counters.restore(state.counters);
+      this.deadLetters.purged = state.counters.purged;
+    }
+    for (const job of state.queue) {
+      this.queue.pushBack(job);
+    }
+    this.returnLost(state.inFlight, "broker-restarted", "");
+    for (const { job, retryAtMs } of state.retrying) {
+      this.retrying.set(job.id, job);
+      this.retryTimers.push({ deadline: retryAtMs, jobId: job.id, token: 0 });
+    }
+    for (const entry of state.deadLetters) {
+      this.deadLetters.add(entry);
+    }
+    for (const result of state.results) {
+      this.resultWindow.push(result);
+    }
+    this.scheduleTimer();
+    this.changed();
+  }
+
+  /** The counters a durable store keeps, read by the store at each commit. */
+  persistentCounters(): PersistedCounters {
+    return { ...this.counters.toPersisted(), purged: this.deadLetters.purged };
+  }
+
+  /**
+   * Adds an observer inside the broker, such as the metrics: it receives every
+   * result batch and the drain like a subscriber, but does not count as one.
+   */
+  observe(sink: ResultSink): () => void {
+    this.observers.add(sink);
+    return () => {
+      this.observers.delete(sink);
+    };
   }
 
   get closed(): boolean {
@@ -114,31 +210,54 @@ export class BrokerCore {
   }
 
   /**
-   * Accepts as many of the jobs as there is room for, in order, and returns the
-   * accepted records. The caller keeps the rest and waits for room.
+   * Accepts jobs in order while there is room. A job whose sequence number its
+   * producer has used before is counted as a duplicate and not queued. The
+   * caller keeps the jobs after `consumed` and waits for room.
    */
-  offer(producerId: string, jobs: readonly JobInput[]): JobRecord[] {
+  offer(producerId: string, jobs: readonly JobInput[]): OfferResult {
     this.assertOpen();
-    const count = Math.min(jobs.length, this.room());
     const accepted: JobRecord[] = [];
+    let duplicates = 0;
+    let consumed = 0;
     const now = this.clock.now();
-    for (let i = 0; i < count; i++) {
-      const input = jobs[i] as JobInput;
+    for (const input of jobs) {
+      if (input.sequence > 0 && input.sequence <= this.counters.lastSequence(producerId)) {
+        duplicates++;
+        consumed++;
+        continue;
+      }
+      if (this.room() === 0) {
+        break;
+      }
+      // Written out rather than spread: a spread record costs about four times the memory and time per job.
       const record: JobRecord = {
-        ...input,
         id: this.nextJobId++,
         producerId,
+        data: input.data,
+        payload: input.payload,
+        attributes: input.attributes,
+        sequence: input.sequence,
+        leaseMs: input.leaseMs,
         createdAtMs: now,
         attempt: 1,
       };
       this.queue.pushBack(record);
       this.counters.recordCreated(producerId, input.sequence);
+      this.journal?.({ kind: "accepted", job: record });
       accepted.push(record);
+      consumed++;
     }
+    this.counters.duplicatesRefused += duplicates;
     if (accepted.length > 0) {
       this.pump();
+      this.changed();
     }
-    return accepted;
+    return { accepted, duplicates, consumed };
+  }
+
+  /** The highest sequence number accepted from a producer, where it resumes after a broken stream. */
+  producerCursor(producerId: string): number {
+    return this.counters.lastSequence(producerId);
   }
 
   /**
@@ -181,7 +300,7 @@ export class BrokerCore {
   /**
    * Registers a consumer stream. The broker delivers to it at once, and never
    * more jobs than its free credit. When the queue has already drained, the
-   * sink is ended right away.
+   * sink is ended right away, no session is kept, and 0 is returned.
    */
   attach(consumerId: string, credit: number, sink: ConsumerSink): number {
     if (!Number.isInteger(credit) || credit < 1 || credit > maxCredit) {
@@ -207,9 +326,9 @@ export class BrokerCore {
     };
     this.sessions.set(session.id, session);
     this.connectedIds.add(consumerId);
-    this.counters.touchConsumer(consumerId);
     this.updateReadiness(session);
     this.pump();
+    this.changed();
     return session.id;
   }
 
@@ -226,7 +345,8 @@ export class BrokerCore {
 
   /**
    * Settles jobs with their results. A result whose job the session does not
-   * hold under that token is rejected and counted, never processed twice.
+   * hold under that token is rejected and counted, never processed twice; one
+   * for a delivery that has ended (its lease ran out, say) also counts as late.
    */
   acknowledge(sessionId: number, acks: readonly AckInput[]): Rejection[] {
     const session = this.sessions.get(sessionId);
@@ -238,16 +358,18 @@ export class BrokerCore {
       if (typeof lease === "string") {
         rejections.push({ jobId: ack.jobId, token: ack.token, reason: lease });
         this.counters.recordRejected(session?.consumerId);
+        if (ack.token > 0 && ack.token < this.nextToken && this.leases.get(ack.jobId)?.token !== ack.token) {
+          this.counters.lateResults++;
+        }
         continue;
       }
-      this.leases.delete(ack.jobId);
-      session?.held.delete(ack.jobId);
+      this.endLease(lease);
       const job = lease.job;
       const queueWaitMs = lease.deliveredAtMs - job.createdAtMs;
       const consumerId = session?.consumerId ?? "";
       this.counters.recordProcessed(consumerId, ack.processingMs, queueWaitMs);
-      results.push({
-        sequence: this.nextResultSequence++,
+      const result: ResultRecord = {
+        sequence: this.resultWindow.last + 1,
         jobId: job.id,
         consumerId,
         producerId: job.producerId,
@@ -257,18 +379,55 @@ export class BrokerCore {
         processingMs: ack.processingMs,
         queueWaitMs,
         completedAtMs: now,
-      });
+      };
+      this.resultWindow.push(result);
+      this.journal?.({ kind: "settled", result });
+      results.push(result);
     }
     if (results.length > 0) {
+      for (const observer of this.observers) {
+        observer.results(results);
+      }
       for (const subscriber of this.subscribers) {
         subscriber.results(results);
       }
     }
-    if (session !== undefined) {
-      this.updateReadiness(session);
+    this.afterSettling(session);
+    return rejections;
+  }
+
+  /**
+   * Records handler failures. A retryable failure waits for the retry backoff,
+   * then goes to the back of the queue with its attempt raised. A permanent
+   * failure, or one at the last attempt, moves the job to the dead letters.
+   */
+  nack(sessionId: number, nacks: readonly NackInput[]): Rejection[] {
+    const session = this.sessions.get(sessionId);
+    const rejections: Rejection[] = [];
+    for (const nack of nacks) {
+      const lease = this.leaseHeldBy(sessionId, nack);
+      if (typeof lease === "string") {
+        rejections.push({ jobId: nack.jobId, token: nack.token, reason: lease });
+        continue;
+      }
+      this.endLease(lease);
+      const consumerId = session?.consumerId ?? "";
+      this.counters.recordFailedAttempt(consumerId);
+      const job = lease.job;
+      if (nack.permanent || job.attempt >= this.maxAttempts) {
+        const why = nack.permanent ? "rejected as not retryable" : `failed ${job.attempt} of ${this.maxAttempts} attempts`;
+        this.deadLetter(job, `${why}: ${nack.error}`, consumerId);
+        continue;
+      }
+      const delayMs = retryDelayMs(this.retryBackoff, job.attempt, this.random);
+      job.attempt++;
+      const retryAtMs = this.clock.now() + delayMs;
+      this.retrying.set(job.id, job);
+      this.retryTimers.push({ deadline: retryAtMs, jobId: job.id, token: 0 });
+      this.journal?.({ kind: "retrying", jobId: job.id, attempt: job.attempt, retryAtMs });
     }
-    this.pump();
-    this.checkDrained();
+    this.scheduleTimer();
+    this.afterSettling(session);
     return rejections;
   }
 
@@ -286,41 +445,33 @@ export class BrokerCore {
         rejections.push({ ...ref, reason: lease });
         continue;
       }
-      this.leases.delete(ref.jobId);
-      session?.held.delete(ref.jobId);
+      this.endLease(lease);
       returned.push(lease.job);
+      this.journal?.({ kind: "returned", jobId: lease.job.id, attempt: lease.job.attempt, to: "front" });
     }
     this.requeueFront(returned);
-    if (session !== undefined) {
-      this.updateReadiness(session);
-    }
-    this.pump();
+    this.afterSettling(session);
     return rejections;
   }
 
   /**
-   * Records handler failures. Each job goes to the back of the queue with its
-   * attempt raised, so a job that keeps failing does not block the ones behind it.
+   * Moves lease deadlines forward for jobs a consumer is still running. Each
+   * new deadline is now plus the requested extension, or plus the job's lease
+   * timeout when none is given.
    */
-  nack(sessionId: number, nacks: readonly NackInput[]): Rejection[] {
-    const session = this.sessions.get(sessionId);
+  extend(sessionId: number, extensions: readonly ExtendInput[]): Rejection[] {
     const rejections: Rejection[] = [];
-    for (const nack of nacks) {
-      const lease = this.leaseHeldBy(sessionId, nack);
+    const now = this.clock.now();
+    for (const extension of extensions) {
+      const lease = this.leaseHeldBy(sessionId, extension);
       if (typeof lease === "string") {
-        rejections.push({ jobId: nack.jobId, token: nack.token, reason: lease });
+        rejections.push({ jobId: extension.jobId, token: extension.token, reason: lease });
         continue;
       }
-      this.leases.delete(nack.jobId);
-      session?.held.delete(nack.jobId);
-      this.counters.recordFailedAttempt(session?.consumerId ?? "");
-      lease.job.attempt++;
-      this.queue.pushBack(lease.job);
+      lease.deadlineMs = now + (extension.extensionMs ?? this.leaseLengthOf(lease.job));
+      this.leaseTimers.push({ deadline: lease.deadlineMs, jobId: lease.job.id, token: lease.token });
     }
-    if (session !== undefined) {
-      this.updateReadiness(session);
-    }
-    this.pump();
+    this.scheduleTimer();
     return rejections;
   }
 
@@ -336,8 +487,9 @@ export class BrokerCore {
 
   /**
    * Removes a session whose stream ended for any reason. Every job it still
-   * holds goes back to the front of the queue with its attempt raised. Calling
-   * it for a removed session does nothing. Returns how many jobs went back.
+   * holds goes back to the front of the queue with its attempt raised, or to
+   * the dead letters at its last attempt. Calling it for a removed session
+   * does nothing. Returns how many jobs the session held.
    */
   detach(sessionId: number): number {
     const session = this.sessions.get(sessionId);
@@ -347,23 +499,103 @@ export class BrokerCore {
     this.sessions.delete(sessionId);
     this.connectedIds.delete(session.consumerId);
     this.pool.delete(sessionId);
-    const returned: JobRecord[] = [];
+    const lost: Lease[] = [];
     for (const jobId of session.held) {
       const lease = this.leases.get(jobId);
       if (lease !== undefined) {
-        this.leases.delete(jobId);
-        lease.job.attempt++;
-        returned.push(lease.job);
+        lost.push(lease);
       }
     }
-    this.counters.redelivered += returned.length;
-    this.requeueFront(returned);
+    for (const lease of lost) {
+      this.endLease(lease);
+    }
+    this.returnLost(lost.map((lease) => lease.job), "consumer-lost", session.consumerId);
     this.pump();
     this.checkDrained();
-    return returned.length;
+    this.changed();
+    return lost.length;
   }
 
-  /** Adds a result subscriber. Returns the function that removes it. */
+  /**
+   * Ends one lease without ending its consumer's stream, as an operator's
+   * action. The job is handled like one whose lease ran out, and a result the
+   * consumer sends for it later is rejected as late.
+   */
+  releaseLease(jobId: number): LeaseInfo {
+    const lease = this.leases.get(jobId);
+    if (lease === undefined) {
+      throw new MpmcError("not_found", `job ${jobId} is not in flight`);
+    }
+    const info = this.leaseInfoOf(lease);
+    const session = this.sessions.get(lease.sessionId);
+    this.endLease(lease);
+    this.returnLost([lease.job], "released-by-admin", info.consumerId);
+    if (session !== undefined) {
+      this.updateReadiness(session);
+    }
+    this.pump();
+    this.checkDrained();
+    this.changed();
+    return info;
+  }
+
+  /** Jobs in flight, optionally for one consumer or one job, in job id order. */
+  listLeases(filter: { consumerId?: string; jobId?: number }, limit: number): LeaseInfo[] {
+    const out: LeaseInfo[] = [];
+    if (filter.jobId !== undefined) {
+      const lease = this.leases.get(filter.jobId);
+      const info = lease === undefined ? undefined : this.leaseInfoOf(lease);
+      return info !== undefined && (filter.consumerId === undefined || info.consumerId === filter.consumerId) ? [info] : [];
+    }
+    for (const lease of this.leases.values()) {
+      const info = this.leaseInfoOf(lease);
+      if (filter.consumerId === undefined || info.consumerId === filter.consumerId) {
+        out.push(info);
+      }
+    }
+    return out.sort((a, b) => a.jobId - b.jobId).slice(0, limit);
+  }
+
+  listDeadLetters(afterJobId: number, limit: number): { entries: DeadLetterRecord[]; total: number } {
+    return { entries: this.deadLetters.list(afterJobId, limit), total: this.deadLetters.size };
+  }
+
+  /**
+   * Moves dead letters to the back of the queue with a fresh attempt count.
+   * Fails once the queue has drained, because no consumer would receive them.
+   */
+  requeueDeadLetters(ids: readonly number[] | "all"): number {
+    if (this.drainedFlag) {
+      throw new MpmcError("failed_precondition", "the queue is closed and drained, so requeued jobs would never be delivered");
+    }
+    const taken = this.deadLetters.take(ids);
+    for (const entry of taken) {
+      entry.job.attempt = 1;
+      this.queue.pushBack(entry.job);
+      this.journal?.({ kind: "returned", jobId: entry.job.id, attempt: 1, to: "back" });
+    }
+    this.pump();
+    this.changed();
+    return taken.length;
+  }
+
+  /** Deletes dead letters for good; they stay counted as dead-lettered. */
+  purgeDeadLetters(ids: readonly number[] | "all"): number {
+    const taken = this.deadLetters.take(ids);
+    this.deadLetters.purged += taken.length;
+    for (const entry of taken) {
+      this.journal?.({ kind: "purged", jobId: entry.job.id });
+    }
+    this.changed();
+    return taken.length;
+  }
+
+  /**
+   * Adds a result subscriber, called with each batch of new results, and with
+   * the final stats once the queue has drained. A subscriber that resumes reads
+   * the kept results it missed with resultsAfter(). Returns the function that
+   * removes it.
+   */
   subscribe(sink: ResultSink): () => void {
     if (this.drainedFlag) {
       sink.finish(this.snapshot());
@@ -372,6 +604,30 @@ export class BrokerCore {
     this.subscribers.add(sink);
     return () => {
       this.subscribers.delete(sink);
+    };
+  }
+
+  /**
+   * Up to limit kept results with a sequence above afterSequence, oldest first,
+   * or undefined when some of those results are no longer kept.
+   */
+  resultsAfter(afterSequence: number, limit: number): ResultRecord[] | undefined {
+    return this.resultWindow.after(afterSequence, limit);
+  }
+
+  get lastResultSequence(): number {
+    return this.resultWindow.last;
+  }
+
+  get firstKeptResultSequence(): number {
+    return this.resultWindow.first;
+  }
+
+  /** Calls listener after every change to the queue's gauges. Returns the function that removes it. */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => {
+      this.changeListeners.delete(listener);
     };
   }
 
@@ -390,24 +646,38 @@ export class BrokerCore {
       }
     }
     this.checkDrained();
+    this.changed();
     return false;
   }
 
-  snapshot(): BrokerSnapshot {
-    const processed = this.counters.processed;
-    const live = (consumerId: string): { connected: boolean; credit: number; inFlight: number } => {
-      for (const session of this.sessions.values()) {
-        if (session.consumerId === consumerId) {
-          return { connected: true, credit: session.credit, inFlight: session.held.size };
-        }
-      }
-      return { connected: false, credit: 0, inFlight: 0 };
+  gauges(): QueueGauges {
+    const oldest = this.queue.peek();
+    return {
+      queued: this.queue.length,
+      inFlight: this.leases.size,
+      waitingRetry: this.retrying.size,
+      oldestJobAgeMs: oldest === undefined ? 0 : Math.max(0, this.clock.now() - oldest.createdAtMs),
+      created: this.counters.created,
+      processed: this.counters.processed,
+      deadLettered: this.deadLetters.size + this.deadLetters.purged,
+      consumersConnected: this.sessions.size,
+      closed: this.closedFlag,
+      drained: this.drainedFlag,
     };
+  }
+
+  snapshot(): BrokerSnapshot {
+    const gauges = this.gauges();
+    const processed = this.counters.processed;
+    const live = new Map<string, Session>();
+    for (const session of this.sessions.values()) {
+      live.set(session.consumerId, session);
+    }
     return {
       created: this.counters.created,
       processed,
-      inFlight: this.leases.size,
-      queued: this.queue.length,
+      inFlight: gauges.inFlight,
+      queued: gauges.queued,
       capacity: this.capacity,
       closed: this.closedFlag,
       drained: this.drainedFlag,
@@ -416,10 +686,23 @@ export class BrokerCore {
       queueWait: this.counters.queueWait(),
       redelivered: this.counters.redelivered,
       rejectedResults: this.counters.rejectedResults,
+      lateResults: this.counters.lateResults,
       failedAttempts: this.counters.failedAttempts,
+      waitingRetry: gauges.waitingRetry,
+      deadLettered: gauges.deadLettered,
+      deadLetters: this.deadLetters.size,
+      duplicatesRefused: this.counters.duplicatesRefused,
+      oldestJobAgeMs: gauges.oldestJobAgeMs,
+      lastResultSequence: this.resultWindow.last,
+      firstKeptResultSequence: this.resultWindow.first,
       consumersConnected: this.sessions.size,
       subscribersConnected: this.subscribers.size,
-      consumers: this.counters.consumerSnapshots(live),
+      consumers: this.counters.consumerSnapshots((consumerId) => {
+        const session = live.get(consumerId);
+        return session === undefined
+          ? { connected: false, credit: 0, inFlight: 0 }
+          : { connected: true, credit: session.credit, inFlight: session.held.size };
+      }),
       producers: this.counters.producerSnapshots(),
     };
   }
@@ -439,12 +722,71 @@ export class BrokerCore {
     return lease;
   }
 
+  /** Removes a lease from the lease table and from its session. Its heap entry goes stale. */
+  private endLease(lease: Lease): void {
+    this.leases.delete(lease.job.id);
+    this.sessions.get(lease.sessionId)?.held.delete(lease.job.id);
+  }
+
+  /**
+   * Handles deliveries that ended without a result: each job goes back to the
+   * front of the queue with its attempt raised, or to the dead letters when
+   * that was its last attempt.
+   */
+  private returnLost(lost: readonly JobRecord[], reason: LostReason, consumerId: string): void {
+    const returned: JobRecord[] = [];
+    for (const job of lost) {
+      if (job.attempt >= this.maxAttempts) {
+        this.deadLetter(job, `${describeLoss(reason)} on attempt ${job.attempt} of ${this.maxAttempts}`, consumerId);
+        continue;
+      }
+      job.attempt++;
+      returned.push(job);
+      this.journal?.({ kind: "returned", jobId: job.id, attempt: job.attempt, to: "front" });
+    }
+    this.counters.redelivered += returned.length;
+    this.requeueFront(returned);
+  }
+
+  private deadLetter(job: JobRecord, error: string, consumerId: string): void {
+    const deadLetter = { job, error, consumerId, deadLetteredAtMs: this.clock.now() };
+    this.deadLetters.add(deadLetter);
+    this.journal?.({ kind: "dead-lettered", deadLetter });
+  }
+
+
+
+  private leaseLengthOf(job: JobRecord): number {
+    return job.leaseMs > 0 ? job.leaseMs : this.leaseMs;
+  }
+
+  private leaseInfoOf(lease: Lease): LeaseInfo {
+    return {
+      jobId: lease.job.id,
+      consumerId: this.sessions.get(lease.sessionId)?.consumerId ?? "",
+      token: lease.token,
+      attempt: lease.job.attempt,
+      deliveredAtMs: lease.deliveredAtMs,
+      deadlineMs: lease.deadlineMs,
+    };
+  }
+
   /** Puts jobs back at the front of the queue, lowest id first. */
   private requeueFront(jobs: JobRecord[]): void {
     jobs.sort((a, b) => b.id - a.id);
     for (const job of jobs) {
       this.queue.pushFront(job);
     }
+  }
+
+  /** Finishes every settling operation: frees credit, delivers more, checks the drain. */
+  private afterSettling(session: Session | undefined): void {
+    if (session !== undefined) {
+      this.updateReadiness(session);
+    }
+    this.pump();
+    this.checkDrained();
+    this.changed();
   }
 
   private updateReadiness(session: Session): void {
@@ -464,7 +806,6 @@ export class BrokerCore {
     }
     const batches = new Map<Session, Lease[]>();
     const now = this.clock.now();
-    const deadline = now + this.leaseMs;
     while (this.queue.length > 0) {
       const sessionId = this.pool.pick();
       if (sessionId === undefined) {
@@ -472,8 +813,10 @@ export class BrokerCore {
       }
       const session = this.sessions.get(sessionId) as Session;
       const job = this.queue.shift() as JobRecord;
+      const deadline = now + this.leaseLengthOf(job);
       const lease: Lease = { job, sessionId, token: this.nextToken++, deliveredAtMs: now, deadlineMs: deadline };
       this.leases.set(job.id, lease);
+      this.journal?.({ kind: "delivered", jobId: job.id, attempt: job.attempt });
       this.leaseTimers.push({ deadline, jobId: job.id, token: lease.token });
       session.held.add(job.id);
       this.updateReadiness(session);
@@ -484,7 +827,7 @@ export class BrokerCore {
       }
       batch.push(lease);
     }
-    this.scheduleLeaseTimer();
+    this.scheduleTimer();
     for (const [session, batch] of batches) {
       session.sink.deliver(batch);
     }
@@ -505,25 +848,40 @@ export class BrokerCore {
     }
   }
 
-  private scheduleLeaseTimer(): void {
-    const next = this.leaseTimers.peekDeadline();
-    if (next === this.leaseTimerAt) {
+  /** Keeps one timer at the earliest lease deadline or retry time. */
+  private scheduleTimer(): void {
+    const leaseAt = this.leaseTimers.peekDeadline();
+    const retryAt = this.retryTimers.peekDeadline();
+    let next = leaseAt ?? retryAt;
+    if (leaseAt !== undefined && retryAt !== undefined) {
+      next = Math.min(leaseAt, retryAt);
+    }
+    if (next === this.timerAt) {
       return;
     }
-    this.cancelLeaseTimer?.();
-    this.cancelLeaseTimer = undefined;
-    this.leaseTimerAt = next;
-    if (next !== undefined) {
-      this.cancelLeaseTimer = this.clock.schedule(() => this.expireLeases(), Math.max(0, next - this.clock.now()));
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
+    this.timerAt = next;
+    if (next !== undefined && !this.drainedFlag) {
+      this.cancelTimer = this.clock.schedule(() => this.onTimer(), Math.max(0, next - this.clock.now()));
     }
   }
 
-  /** Returns jobs whose lease ran out to the front of the queue, attempt raised. */
-  private expireLeases(): void {
-    this.cancelLeaseTimer = undefined;
-    this.leaseTimerAt = undefined;
+  private onTimer(): void {
+    this.cancelTimer = undefined;
+    this.timerAt = undefined;
     const now = this.clock.now();
-    const returned: JobRecord[] = [];
+    this.expireLeases(now);
+    this.releaseRetries(now);
+    this.pump();
+    this.scheduleTimer();
+    this.checkDrained();
+    this.changed();
+  }
+
+  /** Handles leases whose deadline passed like lost deliveries. */
+  private expireLeases(now: number): void {
+    const expired: Lease[] = [];
     const touched = new Set<Session>();
     for (let due = this.leaseTimers.popDue(now); due !== undefined; due = this.leaseTimers.popDue(now)) {
       const lease = this.leases.get(due.jobId);
@@ -531,39 +889,65 @@ export class BrokerCore {
       if (lease === undefined || lease.token !== due.token || lease.deadlineMs > now) {
         continue;
       }
-      this.leases.delete(due.jobId);
       const session = this.sessions.get(lease.sessionId);
       if (session !== undefined) {
-        session.held.delete(due.jobId);
         touched.add(session);
       }
-      lease.job.attempt++;
-      returned.push(lease.job);
+      this.endLease(lease);
+      expired.push(lease);
     }
-    this.counters.redelivered += returned.length;
-    this.requeueFront(returned);
     for (const session of touched) {
+      const ofSession = expired.filter((lease) => lease.sessionId === session.id);
+      this.returnLost(ofSession.map((lease) => lease.job), "lease-expired", session.consumerId);
       this.updateReadiness(session);
     }
-    this.pump();
-    this.scheduleLeaseTimer();
+    const orphaned = expired.filter((lease) => !this.sessions.has(lease.sessionId));
+    this.returnLost(orphaned.map((lease) => lease.job), "lease-expired", "");
+  }
+
+  /** Moves failed jobs whose backoff has passed to the back of the queue. */
+  private releaseRetries(now: number): void {
+    for (let due = this.retryTimers.popDue(now); due !== undefined; due = this.retryTimers.popDue(now)) {
+      const job = this.retrying.get(due.jobId);
+      if (job !== undefined) {
+        this.retrying.delete(due.jobId);
+        this.queue.pushBack(job);
+        this.journal?.({ kind: "returned", jobId: job.id, attempt: job.attempt, to: "back" });
+      }
+    }
   }
 
   private checkDrained(): void {
-    if (this.drainedFlag || !this.closedFlag || this.queue.length > 0 || this.leases.size > 0) {
+    if (
+      this.drainedFlag ||
+      !this.closedFlag ||
+      this.queue.length > 0 ||
+      this.leases.size > 0 ||
+      this.retrying.size > 0
+    ) {
       return;
     }
     this.drainedFlag = true;
-    this.cancelLeaseTimer?.();
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
     for (const session of this.sessions.values()) {
       this.pool.delete(session.id);
       session.sink.end();
     }
     const stats = this.snapshot();
+    for (const observer of this.observers) {
+      observer.finish(stats);
+    }
     for (const subscriber of this.subscribers) {
       subscriber.finish(stats);
     }
     this.subscribers.clear();
+  }
+
+  private changed(): void {
+    for (const listener of this.changeListeners) {
+      listener();
+    }
   }
 
   private assertOpen(): void {
@@ -575,4 +959,17 @@ export class BrokerCore {
 
 function closedError(): MpmcError {
   return new MpmcError("failed_precondition", "the queue is closed and accepts no new jobs");
+}
+
+function describeLoss(reason: LostReason): string {
+  switch (reason) {
+    case "consumer-lost":
+      return "consumer disconnected";
+    case "lease-expired":
+      return "lease expired";
+    case "released-by-admin":
+      return "lease released by an operator";
+    case "broker-restarted":
+      return "broker restarted";
+  }
 }

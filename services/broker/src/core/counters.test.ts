@@ -36,8 +36,11 @@ describe("Counters", () => {
     expect(counters.processed).toBe(0);
     expect(counters.redelivered).toBe(0);
     expect(counters.rejectedResults).toBe(0);
+    expect(counters.lateResults).toBe(0);
     expect(counters.failedAttempts).toBe(0);
+    expect(counters.duplicatesRefused).toBe(0);
     expect(counters.totalProcessingMs).toBe(0);
+    expect(counters.lastSequence("p")).toBe(0);
     expect(counters.queueWait()).toEqual({ p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 });
     expect(counters.consumerSnapshots(offline)).toEqual([]);
     expect(counters.producerSnapshots()).toEqual([]);
@@ -63,6 +66,21 @@ describe("Counters", () => {
     counters.recordCreated("p", 0);
 
     expect(counters.producerSnapshots()).toEqual([{ producerId: "p", created: 3, lastSequence: 5 }]);
+    expect(counters.lastSequence("p")).toBe(5);
+  });
+
+  it("lastSequence is kept per producer", () => {
+    const counters = new Counters();
+    counters.recordCreated("p1", 4);
+    counters.recordCreated("p2", 9);
+    counters.recordCreated("p3", 0);
+
+    expect(counters.lastSequence("p1")).toBe(4);
+    expect(counters.lastSequence("p2")).toBe(9);
+    expect(counters.lastSequence("p3")).toBe(0);
+    expect(counters.lastSequence("unknown")).toBe(0);
+    // Reading a cursor does not list the producer.
+    expect(counters.producerSnapshots().map((producer) => producer.producerId)).toEqual(["p1", "p2", "p3"]);
   });
 
   it("counts processed jobs per consumer", () => {

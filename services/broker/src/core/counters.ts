@@ -1,4 +1,5 @@
 import { build, type Histogram } from "hdr-histogram-js";
+import type { PersistedCounters } from "../storage/store.js";
 import type { ConsumerSnapshot, ProducerSnapshot, QueueWaitPercentiles } from "./types.js";
 
 interface ConsumerCounters {
@@ -22,7 +23,9 @@ export class Counters {
   processed = 0;
   redelivered = 0;
   rejectedResults = 0;
+  lateResults = 0;
   failedAttempts = 0;
+  duplicatesRefused = 0;
   totalProcessingMs = 0;
 
   private readonly consumers = new Map<string, ConsumerCounters>();
@@ -64,6 +67,45 @@ export class Counters {
   recordFailedAttempt(consumerId: string): void {
     this.failedAttempts++;
     this.consumer(consumerId).failedAttempts++;
+  }
+
+  /** The counters that a durable store keeps, without the histogram; purged is the caller's. */
+  toPersisted(): Omit<PersistedCounters, "purged"> {
+    return {
+      created: this.created,
+      processed: this.processed,
+      redelivered: this.redelivered,
+      rejectedResults: this.rejectedResults,
+      lateResults: this.lateResults,
+      failedAttempts: this.failedAttempts,
+      duplicatesRefused: this.duplicatesRefused,
+      totalProcessingMs: this.totalProcessingMs,
+      consumers: [...this.consumers].map(([consumerId, c]) => ({ consumerId, ...c })),
+      producers: [...this.producers].map(([producerId, p]) => ({ producerId, ...p })),
+    };
+  }
+
+  /** Sets the counters from a store after a restart. The queue-wait histogram starts empty. */
+  restore(saved: PersistedCounters): void {
+    this.created = saved.created;
+    this.processed = saved.processed;
+    this.redelivered = saved.redelivered;
+    this.rejectedResults = saved.rejectedResults;
+    this.lateResults = saved.lateResults;
+    this.failedAttempts = saved.failedAttempts;
+    this.duplicatesRefused = saved.duplicatesRefused;
+    this.totalProcessingMs = saved.totalProcessingMs;
+    for (const { consumerId, ...c } of saved.consumers) {
+      this.consumers.set(consumerId, c);
+    }
+    for (const { producerId, ...p } of saved.producers) {
+      this.producers.set(producerId, p);
+    }
+  }
+
+  /** The highest sequence number accepted from a producer, 0 when none. */
+  lastSequence(producerId: string): number {
+    return this.producers.get(producerId)?.lastSequence ?? 0;
   }
 
   /** Makes a consumer appear in the stats from the moment it connects. */

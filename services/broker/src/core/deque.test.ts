@@ -58,6 +58,45 @@ describe("Deque", () => {
     expect(deque.peek()).toBe(6);
   });
 
+  it("at indexes from the front", () => {
+    const deque = new Deque<string>(4);
+    deque.pushBack("b");
+    deque.pushBack("c");
+    deque.pushFront("a");
+
+    expect(deque.at(0)).toBe("a");
+    expect(deque.at(1)).toBe("b");
+    expect(deque.at(2)).toBe("c");
+    expect(deque.length).toBe(3);
+  });
+
+  it("at returns undefined out of range", () => {
+    const deque = new Deque<number>(4);
+    deque.pushBack(1);
+    deque.pushBack(2);
+
+    expect(deque.at(-1)).toBeUndefined();
+    expect(deque.at(2)).toBeUndefined();
+    expect(deque.at(100)).toBeUndefined();
+    deque.shift();
+    expect(deque.at(1)).toBeUndefined();
+    expect(deque.at(0)).toBe(2);
+  });
+
+  it("at follows the ring across the buffer end", () => {
+    const deque = new Deque<number>(4);
+    for (let i = 0; i < 3; i++) {
+      deque.pushBack(i);
+    }
+    deque.shift();
+    deque.shift();
+    // head is now at slot 2, so the next pushes wrap to slots 0 and 1.
+    deque.pushBack(3);
+    deque.pushBack(4);
+
+    expect([0, 1, 2].map((index) => deque.at(index))).toEqual([2, 3, 4]);
+  });
+
   it("drain empties the deque front first", () => {
     const deque = new Deque<number>(2);
     for (let i = 1; i <= 5; i++) {
@@ -169,6 +208,8 @@ describe("Deque", () => {
       }
       expect(deque.length).toBe(model.length);
       expect(deque.peek()).toBe(model[0]);
+      const index = Math.floor(random() * (model.length + 1));
+      expect(deque.at(index)).toBe(model[index]);
     }
     expect(deque.drain()).toEqual(model);
   });

@@ -40,6 +40,14 @@ export class Deque<T> {
     return item;
   }
 
+  /** Returns the item at index from the front, or undefined past the end. */
+  at(index: number): T | undefined {
+    if (index < 0 || index >= this.size) {
+      return undefined;
+    }
+    return this.buffer[(this.head + index) % this.buffer.length];
+  }
+
   peek(): T | undefined {
     return this.size === 0 ? undefined : this.buffer[this.head];
   }

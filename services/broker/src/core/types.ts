@@ -7,6 +7,8 @@ export interface JobInput {
   attributes: Readonly<Record<string, string>>;
   /** Position in the producer's sequence, 0 when the producer does not number its jobs. */
   sequence: number;
+  /** The job's own lease timeout in ms, 0 for the broker's default. */
+  leaseMs: number;
 }
 
 export interface JobRecord extends JobInput {
@@ -40,6 +42,48 @@ export interface NackInput {
   jobId: number;
   token: number;
   error: string;
+  /** Do not retry: dead-letter the job at once. */
+  permanent: boolean;
+}
+
+export interface ExtendInput {
+  jobId: number;
+  token: number;
+  /** New lease length from now in ms; undefined uses the job's lease timeout. */
+  extensionMs: number | undefined;
+}
+
+/** The outcome of offering jobs to the queue. */
+export interface OfferResult {
+  accepted: JobRecord[];
+  /** Jobs whose sequence number the producer had used before; they were not queued. */
+  duplicates: number;
+  /** How many of the offered jobs were handled, accepted or duplicate, from the start. The rest wait for room. */
+  consumed: number;
+}
+
+/** One job in flight, for introspection. */
+export interface LeaseInfo {
+  jobId: number;
+  consumerId: string;
+  token: number;
+  attempt: number;
+  deliveredAtMs: number;
+  deadlineMs: number;
+}
+
+/** The numbers that change with every job. */
+export interface QueueGauges {
+  queued: number;
+  inFlight: number;
+  waitingRetry: number;
+  oldestJobAgeMs: number;
+  created: number;
+  processed: number;
+  deadLettered: number;
+  consumersConnected: number;
+  closed: boolean;
+  drained: boolean;
 }
 
 export interface LeaseRef {
@@ -116,7 +160,15 @@ export interface BrokerSnapshot {
   queueWait: QueueWaitPercentiles;
   redelivered: number;
   rejectedResults: number;
+  lateResults: number;
   failedAttempts: number;
+  waitingRetry: number;
+  deadLettered: number;
+  deadLetters: number;
+  duplicatesRefused: number;
+  oldestJobAgeMs: number;
+  lastResultSequence: number;
+  firstKeptResultSequence: number;
   consumersConnected: number;
   subscribersConnected: number;
   consumers: ConsumerSnapshot[];

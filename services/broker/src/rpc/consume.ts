@@ -12,7 +12,7 @@ import {
 import type { AckInput, ConsumerSink, Lease, LeaseRef, Rejection } from "../core/types.js";
 import type { RpcContext } from "./context.js";
 import { deliveryMessageOf } from "./convert.js";
-import { idNumberOf, requireId } from "./validate.js";
+import { extensionMsOf, idNumberOf, requireId } from "./validate.js";
 
 type ConsumeCall = Parameters<handleBidiStreamingCall<ConsumeRequest, ConsumeResponse>>[0];
 
@@ -100,11 +100,25 @@ class ConsumeStream {
         const nacks = kind.value.nacks.map((nack, i) => ({
           ...leaseRefOf(`nacks.nacks[${i}]`, nack),
           error: nack.error.slice(0, 1_024),
+          permanent: nack.permanent,
         }));
         for (const nack of nacks) {
-          this.ctx.logger.warn({ consumerId: this.consumerId, jobId: nack.jobId, error: nack.error }, "handler failed, job requeued");
+          this.ctx.logger.warn(
+            { consumerId: this.consumerId, jobId: nack.jobId, error: nack.error, permanent: nack.permanent },
+            "handler failed",
+          );
         }
         this.reportRejections(this.ctx.core.nack(this.sessionId, nacks));
+        return;
+      }
+      case "extend": {
+        this.requireAttached("extend");
+        this.checkBatchSize("extend.extensions", kind.value.extensions.length);
+        const extensions = kind.value.extensions.map((extension, i) => ({
+          ...leaseRefOf(`extend.extensions[${i}]`, extension),
+          extensionMs: extensionMsOf(`extend.extensions[${i}].extension`, extension.extension),
+        }));
+        this.reportRejections(this.ctx.core.extend(this.sessionId, extensions));
         return;
       }
       case "stop": {
@@ -114,7 +128,7 @@ class ConsumeStream {
         return;
       }
       case undefined:
-        throw new MpmcError("invalid_argument", "request has no kind: set one of hello, acks, nacks, release or stop");
+        throw new MpmcError("invalid_argument", "request has no kind: set one of hello, acks, nacks, extend, release or stop");
     }
   }
 

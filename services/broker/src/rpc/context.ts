@@ -1,14 +1,17 @@
 import type { Logger } from "@mpmc/common";
 import type { BrokerCore } from "../core/broker-core.js";
+import type { BrokerStore } from "../storage/store.js";
 import type { RequestLimits } from "./limits.js";
 
 /** What every RPC handler of the broker works with. */
 export interface RpcContext {
   readonly core: BrokerCore;
+  /** Confirmations wait for it: a job, result or cursor is reported once the store has committed it. */
+  readonly store: BrokerStore;
   readonly limits: RequestLimits;
   readonly logger: Logger;
-  /** Results buffered for one subscriber whose stream is not draining before it is ended. */
-  readonly maxSubscriberBacklog: number;
+  /** Results the broker keeps for subscribers that resume or read slowly. */
+  readonly resultWindow: number;
 }
 
 /** An AbortSignal that aborts when the call is cancelled by the client or the server. */

@@ -1,17 +1,24 @@
 import { create } from "@bufbuild/protobuf";
 import {
   BrokerStatsSchema,
+  DeadLetterSchema,
   DeliverySchema,
+  LeaseInfoSchema,
+  QueueGaugesSchema,
   JobSchema,
   ResultSchema,
   durationOfMs,
   timestampOfMs,
   type BrokerStats,
+  type DeadLetter,
   type Delivery,
+  type LeaseInfo,
+  type QueueGauges,
   type Job,
   type Result,
 } from "@mpmc/common";
-import type { BrokerSnapshot, JobRecord, Lease, ResultRecord } from "../core/types.js";
+import type { DeadLetterRecord } from "../core/dead-letters.js";
+import type { BrokerSnapshot, JobRecord, Lease, LeaseInfo as LeaseInfoRecord, QueueGauges as GaugesRecord, ResultRecord } from "../core/types.js";
 
 /** Converts the core's records to wire messages. */
 
@@ -21,7 +28,7 @@ export function jobMessageOf(job: JobRecord): Job {
     producerId: job.producerId,
     data: job.data,
     payload: job.payload,
-    attributes: { ...job.attributes },
+    attributes: job.attributes,
     createdAt: timestampOfMs(job.createdAtMs),
     attempt: job.attempt,
     sequence: BigInt(job.sequence),
@@ -71,7 +78,15 @@ export function statsMessageOf(snapshot: BrokerSnapshot): BrokerStats {
     },
     redelivered: BigInt(snapshot.redelivered),
     rejectedResults: BigInt(snapshot.rejectedResults),
+    lateResults: BigInt(snapshot.lateResults),
     failedAttempts: BigInt(snapshot.failedAttempts),
+    waitingRetry: BigInt(snapshot.waitingRetry),
+    deadLettered: BigInt(snapshot.deadLettered),
+    deadLetters: BigInt(snapshot.deadLetters),
+    duplicatesRefused: BigInt(snapshot.duplicatesRefused),
+    oldestJobAge: durationOfMs(snapshot.oldestJobAgeMs),
+    lastResultSequence: BigInt(snapshot.lastResultSequence),
+    firstKeptResultSequence: BigInt(snapshot.firstKeptResultSequence),
     consumersConnected: snapshot.consumersConnected,
     subscribersConnected: snapshot.subscribersConnected,
     consumers: snapshot.consumers.map((c) => ({
@@ -89,5 +104,40 @@ export function statsMessageOf(snapshot: BrokerSnapshot): BrokerStats {
       created: BigInt(p.created),
       lastSequence: BigInt(p.lastSequence),
     })),
+  });
+}
+
+export function gaugesMessageOf(gauges: GaugesRecord): QueueGauges {
+  return create(QueueGaugesSchema, {
+    queued: BigInt(gauges.queued),
+    inFlight: BigInt(gauges.inFlight),
+    waitingRetry: BigInt(gauges.waitingRetry),
+    oldestJobAge: durationOfMs(gauges.oldestJobAgeMs),
+    created: BigInt(gauges.created),
+    processed: BigInt(gauges.processed),
+    deadLettered: BigInt(gauges.deadLettered),
+    consumersConnected: gauges.consumersConnected,
+    closed: gauges.closed,
+    drained: gauges.drained,
+  });
+}
+
+export function leaseInfoMessageOf(info: LeaseInfoRecord): LeaseInfo {
+  return create(LeaseInfoSchema, {
+    jobId: BigInt(info.jobId),
+    consumerId: info.consumerId,
+    leaseToken: BigInt(info.token),
+    attempt: info.attempt,
+    deliveredAt: timestampOfMs(info.deliveredAtMs),
+    leaseDeadline: timestampOfMs(info.deadlineMs),
+  });
+}
+
+export function deadLetterMessageOf(entry: DeadLetterRecord): DeadLetter {
+  return create(DeadLetterSchema, {
+    job: jobMessageOf(entry.job),
+    error: entry.error,
+    consumerId: entry.consumerId,
+    deadLetteredAt: timestampOfMs(entry.deadLetteredAtMs),
   });
 }

@@ -2,6 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { handleClientStreamingCall } from "@grpc/grpc-js";
 import { MpmcError, PublishResponseSchema, toServiceError, type PublishRequest, type PublishResponse } from "@mpmc/common";
 import { cancellationSignal, type RpcContext } from "./context.js";
+import { requireWritableStore } from "./durability.js";
 import { jobInputsOf, requireId } from "./validate.js";
 
 /**
@@ -26,9 +27,10 @@ export function publishHandler(ctx: RpcContext): handleClientStreamingCall<Publi
           throw new MpmcError("invalid_argument", `producer_id must be the same on every request of a stream, got "${id}" after "${producerId}"`);
         }
         const inputs = jobInputsOf(request.jobs, ctx.limits);
+        requireWritableStore(ctx);
         let offset = 0;
         for (;;) {
-          const accepted = ctx.core.offer(id, offset === 0 ? inputs : inputs.slice(offset));
+          const { accepted, duplicates, consumed } = ctx.core.offer(id, offset === 0 ? inputs : inputs.slice(offset));
           if (accepted.length > 0) {
             const first = accepted[0]?.id ?? 0;
             const last = accepted[accepted.length - 1]?.id ?? 0;
@@ -37,8 +39,9 @@ export function publishHandler(ctx: RpcContext): handleClientStreamingCall<Publi
             }
             response.lastJobId = BigInt(last);
             response.accepted += BigInt(accepted.length);
-            offset += accepted.length;
           }
+          response.duplicates += BigInt(duplicates);
+          offset += consumed;
           if (offset >= inputs.length) {
             break;
           }
@@ -47,7 +50,13 @@ export function publishHandler(ctx: RpcContext): handleClientStreamingCall<Publi
       }
     };
 
-    run().then(
+    const finish = async (): Promise<void> => {
+      await run();
+      // Jobs count as accepted only once they are durable; in memory mode this resolves at once.
+      await ctx.store.flush();
+    };
+
+    finish().then(
       () => {
         ctx.logger.debug({ producerId, accepted: Number(response.accepted) }, "publish stream ended");
         callback(null, response);
@@ -58,8 +67,10 @@ export function publishHandler(ctx: RpcContext): handleClientStreamingCall<Publi
           return;
         }
         // Say how far the stream got, so the producer knows which jobs are in the queue.
-        const accepted = `${response.accepted} jobs of this stream were accepted` +
-          (response.accepted > 0n ? `, ids ${response.firstJobId} to ${response.lastJobId}` : "");
+        const accepted =
+          `${response.accepted} jobs of this stream were accepted` +
+          (response.accepted > 0n ? `, ids ${response.firstJobId} to ${response.lastJobId}` : "") +
+          (ctx.store.failure === undefined ? "" : ", but are not yet durable: send them again with the same sequence numbers");
         const error = err instanceof MpmcError ? new MpmcError(err.code, `${err.message}; ${accepted}`) : err;
         if (!(err instanceof MpmcError)) {
           ctx.logger.error({ err, producerId }, "publish failed");

@@ -3,6 +3,7 @@ import type { handleUnaryCall } from "@grpc/grpc-js";
 import { MpmcError, SubmitResponseSchema, toServiceError, type SubmitRequest, type SubmitResponse } from "@mpmc/common";
 import { cancellationSignal, type RpcContext } from "./context.js";
 import { jobMessageOf } from "./convert.js";
+import { requireWritableStore } from "./durability.js";
 import { jobInputOf, requireId } from "./validate.js";
 
 /**
@@ -22,12 +23,19 @@ export function submitHandler(ctx: RpcContext): handleUnaryCall<SubmitRequest, S
         throw new MpmcError("invalid_argument", "job is required");
       }
       const input = jobInputOf("job", request.job, ctx.limits);
+      requireWritableStore(ctx);
       const deadline = call.getDeadline();
       const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
       for (;;) {
-        const [accepted] = ctx.core.offer(producerId, [input]);
+        const offered = ctx.core.offer(producerId, [input]);
+        const accepted = offered.accepted[0];
         if (accepted !== undefined) {
+          // Confirmed only once durable; in memory mode this resolves at once.
+          await ctx.store.flush();
           return create(SubmitResponseSchema, { job: jobMessageOf(accepted) });
+        }
+        if (offered.duplicates > 0) {
+          return create(SubmitResponseSchema, { duplicate: true });
         }
         if (request.noWait) {
           throw new MpmcError("resource_exhausted", `the queue is full (capacity ${ctx.core.capacity}); retry later, or unset no_wait to wait for room`);

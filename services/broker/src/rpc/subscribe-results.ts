@@ -7,23 +7,29 @@ import {
   type SubscribeResultsRequest,
   type SubscribeResultsResponse,
 } from "@mpmc/common";
-import type { BrokerSnapshot, ResultRecord, ResultSink } from "../core/types.js";
+import type { BrokerSnapshot, ResultSink } from "../core/types.js";
 import type { RpcContext } from "./context.js";
 import { resultMessageOf, statsMessageOf } from "./convert.js";
 
+/** Maximum results in one message of the stream. */
+const maxBatch = 500;
+
 /**
- * Streams results to one subscriber. Writes wait for the stream to drain, and
- * while they wait the results queue up here, up to a bound. A subscriber that
- * falls further behind is ended with RESOURCE_EXHAUSTED, so a slow reader never
- * holds up the consumers or grows the broker's memory without limit.
+ * Streams results to one subscriber. Each subscriber keeps only a cursor, the
+ * last result_sequence it was sent, and reads from the broker's shared result
+ * window whenever its stream can take more. So a slow subscriber never holds
+ * up the consumers and costs no memory of its own. One that falls so far
+ * behind that the results it needs have left the window is ended with
+ * RESOURCE_EXHAUSTED, and can resume from its last sequence while the broker
+ * still keeps it.
  */
 export function subscribeResultsHandler(
   ctx: RpcContext,
 ): handleServerStreamingCall<SubscribeResultsRequest, SubscribeResultsResponse> {
   return (call) => {
     const subscriberId = call.request.subscriberId || call.getPeer();
-    const backlog: SubscribeResultsResponse[] = [];
-    let backlogResults = 0;
+    const { core } = ctx;
+    let cursor = call.request.afterSequence === undefined ? core.lastResultSequence : Number(call.request.afterSequence);
     let waitingForDrain = false;
     let ended = false;
     let finalStats: BrokerSnapshot | undefined;
@@ -41,72 +47,90 @@ export function subscribeResultsHandler(
       }
     };
 
+    let waitingForStore = false;
+
+    /** Sends what the window holds after the cursor, up to what the store has committed, until the stream pushes back. */
     const flush = (): void => {
-      while (!ended && backlog.length > 0) {
-        const message = backlog.shift() as SubscribeResultsResponse;
-        if (message.kind.case === "results") {
-          backlogResults -= message.kind.value.results.length;
+      while (!ended && !waitingForDrain) {
+        const kept = core.resultsAfter(cursor, maxBatch);
+        const committed = ctx.store.committedResultSequence;
+        const batch = kept?.filter((result) => result.sequence <= committed);
+        if (batch !== undefined && kept !== undefined && batch.length < kept.length && !waitingForStore) {
+          // Results settle before they are durable; send the rest once the store commits them.
+          waitingForStore = true;
+          ctx.store.flush().then(
+            () => {
+              waitingForStore = false;
+              flush();
+            },
+            () => {
+              // The commit failed; the store retries it, so look again shortly.
+              setTimeout(() => {
+                waitingForStore = false;
+                flush();
+              }, 500).unref();
+            },
+          );
         }
-        if (!call.write(message)) {
+        if (batch === undefined) {
+          ctx.logger.warn({ subscriberId, cursor, firstKept: core.firstKeptResultSequence }, "ending a result subscriber that fell behind");
+          end(
+            new MpmcError(
+              "resource_exhausted",
+              `subscriber fell behind: results after ${cursor} are no longer kept (the broker keeps the last ${ctx.resultWindow}, result-window); resubscribe`,
+            ),
+          );
+          return;
+        }
+        if (batch.length === 0) {
+          if (finalStats !== undefined && cursor >= core.lastResultSequence) {
+            call.write(create(SubscribeResultsResponseSchema, { kind: { case: "finalStats", value: statsMessageOf(finalStats) } }));
+            end();
+          }
+          return;
+        }
+        cursor = (batch[batch.length - 1] as { sequence: number }).sequence;
+        const writable = call.write(
+          create(SubscribeResultsResponseSchema, { kind: { case: "results", value: { results: batch.map(resultMessageOf) } } }),
+        );
+        if (!writable) {
           waitingForDrain = true;
           call.once("drain", () => {
             waitingForDrain = false;
             flush();
           });
-          return;
         }
-      }
-      if (finalStats !== undefined && backlog.length === 0) {
-        end();
       }
     };
 
     const sink: ResultSink = {
-      results(batch: readonly ResultRecord[]) {
-        if (ended) {
-          return;
-        }
-        backlog.push(
-          create(SubscribeResultsResponseSchema, {
-            kind: { case: "results", value: { results: batch.map(resultMessageOf) } },
-          }),
-        );
-        backlogResults += batch.length;
-        if (backlogResults > ctx.maxSubscriberBacklog) {
-          ctx.logger.warn({ subscriberId, backlog: backlogResults }, "ending a result subscriber that fell behind");
-          end(
-            new MpmcError(
-              "resource_exhausted",
-              `subscriber fell behind by more than ${ctx.maxSubscriberBacklog} results (max-subscriber-backlog); resubscribe and read faster`,
-            ),
-          );
-          return;
-        }
-        if (!waitingForDrain) {
-          flush();
-        }
-      },
+      results: () => flush(),
       finish(stats: BrokerSnapshot) {
-        if (ended) {
-          return;
-        }
         finalStats = stats;
-        backlog.push(create(SubscribeResultsResponseSchema, { kind: { case: "finalStats", value: statsMessageOf(stats) } }));
-        if (!waitingForDrain) {
-          flush();
-        }
+        flush();
       },
     };
 
+    const afterSequence = call.request.afterSequence;
+    if (afterSequence !== undefined && core.resultsAfter(Number(afterSequence), 0) === undefined) {
+      call.emit(
+        "error",
+        toServiceError(
+          new MpmcError(
+            "out_of_range",
+            `after_sequence ${afterSequence} is too old: the oldest result kept is ${core.firstKeptResultSequence}; subscribe without after_sequence`,
+          ),
+        ),
+      );
+      return;
+    }
     let unsubscribe: () => void = () => {};
     call.on("cancelled", () => {
       ended = true;
       unsubscribe();
     });
-    unsubscribe = ctx.core.subscribe(sink);
-    if (ended) {
-      unsubscribe();
-    }
-    ctx.logger.info({ subscriberId }, "result subscriber connected");
+    unsubscribe = core.subscribe(sink);
+    ctx.logger.info({ subscriberId, afterSequence: afterSequence === undefined ? undefined : Number(afterSequence) }, "result subscriber connected");
+    flush();
   };
 }

@@ -1,4 +1,4 @@
-import { isValidId, maxIdLength, MpmcError, type JobSpec } from "@mpmc/common";
+import { isValidId, maxIdLength, MpmcError, msOfDuration, type JobSpec } from "@mpmc/common";
 import type { JobInput } from "../core/types.js";
 import type { RequestLimits } from "./limits.js";
 
@@ -17,6 +17,13 @@ export function requireId(field: string, value: string): string {
   }
   return value;
 }
+
+const emptyPayload = new Uint8Array(0);
+const noAttributes: Readonly<Record<string, string>> = Object.freeze({});
+
+/** Bounds of a lease timeout or extension a client may ask for, in ms. */
+export const minLeaseMs = 100;
+export const maxLeaseMs = 86_400_000;
 
 /** Converts one JobSpec, checking its payload, attributes and sequence against the limits. */
 export function jobInputOf(field: string, spec: JobSpec, limits: RequestLimits): JobInput {
@@ -42,7 +49,21 @@ export function jobInputOf(field: string, spec: JobSpec, limits: RequestLimits):
   if (spec.sequence > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw invalid(`${field}.sequence must be at most ${Number.MAX_SAFE_INTEGER}, got ${spec.sequence}`);
   }
-  return { data: spec.data, payload: spec.payload, attributes: spec.attributes, sequence: Number(spec.sequence) };
+  let leaseMs = 0;
+  if (spec.leaseTimeout !== undefined) {
+    leaseMs = msOfDuration(spec.leaseTimeout);
+    if (!(leaseMs >= minLeaseMs && leaseMs <= maxLeaseMs)) {
+      throw invalid(`${field}.lease_timeout must be from ${minLeaseMs} ms to ${maxLeaseMs} ms, got ${leaseMs} ms`);
+    }
+  }
+  // Jobs without payload or attributes share one empty value each, which saves a few hundred bytes per queued job.
+  return {
+    data: spec.data,
+    payload: spec.payload.length === 0 ? emptyPayload : spec.payload,
+    attributes: keys.length === 0 ? noAttributes : spec.attributes,
+    sequence: Number(spec.sequence),
+    leaseMs,
+  };
 }
 
 /** Converts a batch of JobSpecs; the whole batch is checked before any job is accepted. */
@@ -57,6 +78,18 @@ export function jobInputsOf(jobs: readonly JobSpec[], limits: RequestLimits): Jo
     );
   }
   return jobs.map((spec, i) => jobInputOf(`jobs[${i}]`, spec, limits));
+}
+
+/** Converts an optional lease extension, checking its bounds. */
+export function extensionMsOf(field: string, duration: Parameters<typeof msOfDuration>[0]): number | undefined {
+  if (duration === undefined) {
+    return undefined;
+  }
+  const ms = msOfDuration(duration);
+  if (!(ms >= minLeaseMs && ms <= maxLeaseMs)) {
+    throw invalid(`${field} must be from ${minLeaseMs} ms to ${maxLeaseMs} ms, got ${ms} ms`);
+  }
+  return ms;
 }
 
 /** Converts a uint64 job id or lease token from the wire; 0 and values past 2^53 are invalid. */
