@@ -1,4 +1,4 @@
-import { file_mpmc_v1_broker, readServerTls, Registry, startGrpcServer, type Logger, type RunningGrpcServer } from "@mpmc/common";
+import { file_mpmc_v1_broker, MpmcError, readServerTls, Registry, startGrpcServer, type Logger, type RunningGrpcServer } from "@mpmc/common";
 import { BrokerCore } from "./core/broker-core.js";
 import { SqliteStore } from "./storage/sqlite-store.js";
 import { MemoryStore, type BrokerStore } from "./storage/store.js";
@@ -58,6 +58,7 @@ export async function startBroker(settings: BrokerSettings, logger: Logger): Pro
     limits: settings,
     logger: logger.child({ component: "rpc" }),
     resultWindow: settings.resultWindow,
+    openStreams: new Set(),
   };
 
   // The metrics observe every result batch, and the drain turns health to NOT_SERVING.
@@ -82,6 +83,7 @@ export async function startBroker(settings: BrokerSettings, logger: Logger): Pro
     tls,
   });
   const running = server;
+  let shutdownPromise: Promise<void> | undefined;
   let tlsMode = "off";
   if (tls !== undefined) {
     tlsMode = tls.clientCa === undefined ? "on" : "mutual";
@@ -102,11 +104,55 @@ export async function startBroker(settings: BrokerSettings, logger: Logger): Pro
     core,
     metrics,
     isServing: () => running.servingStatus() === "SERVING",
-    shutdown: async (graceMs = settings.shutdownGrace) => {
-      await running.shutdown(graceMs);
-      await store.close();
+    shutdown: (graceMs = settings.shutdownGrace) => {
+      shutdownPromise ??= shutDown(graceMs);
+      return shutdownPromise;
     },
   };
+
+  /**
+   * Stops the broker without losing jobs where it can: new jobs are refused
+   * with UNAVAILABLE, consumers drain what is queued and in flight for up to
+   * the grace period, then the remaining streams end with UNAVAILABLE so that
+   * clients reconnect to the broker that replaces this one. With --data-dir,
+   * what is left stays in the store for it.
+   */
+  async function shutDown(graceMs: number): Promise<void> {
+    const started = Date.now();
+    running.setServing("NOT_SERVING");
+    core.beginShutdown();
+    if (!core.idle) {
+      logger.info({ queued: core.queued, inFlight: core.inFlight, graceMs }, "shutting down: letting consumers drain the queue");
+      await waitUntilIdle(core, graceMs);
+    }
+    const left = { queued: core.queued, inFlight: core.inFlight, waitingRetry: core.snapshot().waitingRetry };
+    if (left.queued > 0 || left.inFlight > 0 || left.waitingRetry > 0) {
+      logger.warn({ ...left, durable }, durable ? "shutting down with jobs left; they stay in the store" : "shutting down with jobs left; they are lost");
+    }
+    const unavailable = new MpmcError("unavailable", "the broker is shutting down; connect again");
+    for (const endStream of [...ctx.openStreams]) {
+      endStream(unavailable);
+    }
+    await running.shutdown(Math.max(1_000, graceMs - (Date.now() - started)));
+    await store.close();
+  }
+}
+
+/** Resolves once nothing is queued or in flight, or after timeoutMs. */
+function waitUntilIdle(core: BrokerCore, timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      unsubscribe();
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    const unsubscribe = core.onChange(() => {
+      if (core.idle) {
+        done();
+      }
+    });
+  });
 }
 
 /** Opens the durable store in --data-dir, or the in-memory one without it. */

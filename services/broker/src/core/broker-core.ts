@@ -115,6 +115,7 @@ export class BrokerCore {
   private nextSessionId = 1;
   private closedFlag = false;
   private drainedFlag = false;
+  private shuttingDown = false;
   private cancelTimer: (() => void) | undefined;
   private timerAt: number | undefined;
 
@@ -196,6 +197,29 @@ export class BrokerCore {
     return this.drainedFlag;
   }
 
+  /** True when no job is queued or in flight; jobs waiting to retry are not counted. */
+  get idle(): boolean {
+    return this.queue.length === 0 && this.leases.size === 0;
+  }
+
+  /**
+   * Refuses new jobs with UNAVAILABLE while the broker shuts down, so that
+   * producers send them to the broker that replaces it. Consumers keep
+   * receiving what is queued. Producers waiting for room are rejected now.
+   */
+  beginShutdown(): void {
+    if (this.shuttingDown) {
+      return;
+    }
+    this.shuttingDown = true;
+    for (const waiter of this.roomWaiters.drain()) {
+      if (!waiter.cancelled) {
+        waiter.reject(shuttingDownError());
+      }
+    }
+    this.changed();
+  }
+
   get queued(): number {
     return this.queue.length;
   }
@@ -268,6 +292,9 @@ export class BrokerCore {
   waitForRoom(signal?: AbortSignal): Promise<void> {
     if (this.closedFlag) {
       return Promise.reject(closedError());
+    }
+    if (this.shuttingDown) {
+      return Promise.reject(shuttingDownError());
     }
     if (this.room() > 0 && this.roomWaiters.length === 0) {
       return Promise.resolve();
@@ -954,11 +981,18 @@ export class BrokerCore {
     if (this.closedFlag) {
       throw closedError();
     }
+    if (this.shuttingDown) {
+      throw shuttingDownError();
+    }
   }
 }
 
 function closedError(): MpmcError {
   return new MpmcError("failed_precondition", "the queue is closed and accepts no new jobs");
+}
+
+function shuttingDownError(): MpmcError {
+  return new MpmcError("unavailable", "the broker is shutting down; send the job again once it is back");
 }
 
 function describeLoss(reason: LostReason): string {

@@ -34,7 +34,10 @@ class ConsumeStream {
     private readonly call: ConsumeCall,
   ) {}
 
+  private readonly endWith = (err: MpmcError): void => this.close(err);
+
   start(): void {
+    this.ctx.openStreams.add(this.endWith);
     this.call.on("data", (request: ConsumeRequest) => this.guard(() => this.onRequest(request)));
     // The consumer ended its side: it sends nothing more, so it cannot settle what it holds.
     this.call.on("end", () => this.close(undefined));
@@ -198,6 +201,7 @@ class ConsumeStream {
     }
     const wasAttached = this.state === "attached";
     this.state = "closed";
+    this.ctx.openStreams.delete(this.endWith);
     if (wasAttached) {
       const requeued = this.ctx.core.detach(this.sessionId);
       this.ctx.logger.info({ consumerId: this.consumerId, requeued, reason }, "consumer disconnected");

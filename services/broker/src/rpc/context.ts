@@ -1,4 +1,4 @@
-import type { Logger } from "@mpmc/common";
+import type { Logger, MpmcError } from "@mpmc/common";
 import type { BrokerCore } from "../core/broker-core.js";
 import type { BrokerStore } from "../storage/store.js";
 import type { RequestLimits } from "./limits.js";
@@ -12,6 +12,8 @@ export interface RpcContext {
   readonly logger: Logger;
   /** Results the broker keeps for subscribers that resume or read slowly. */
   readonly resultWindow: number;
+  /** Ends each open stream with the given error; streams add themselves and remove themselves when they end. */
+  readonly openStreams: Set<(err: MpmcError) => void>;
 }
 
 /** An AbortSignal that aborts when the call is cancelled by the client or the server. */

@@ -56,27 +56,37 @@ export function publishHandler(ctx: RpcContext): handleClientStreamingCall<Publi
       await ctx.store.flush();
     };
 
-    finish().then(
-      () => {
-        ctx.logger.debug({ producerId, accepted: Number(response.accepted) }, "publish stream ended");
-        callback(null, response);
-      },
-      (err: unknown) => {
-        if (signal.aborted) {
-          ctx.logger.info({ producerId, accepted: Number(response.accepted) }, "publish stream cancelled by the producer");
-          return;
-        }
-        // Say how far the stream got, so the producer knows which jobs are in the queue.
-        const accepted =
-          `${response.accepted} jobs of this stream were accepted` +
-          (response.accepted > 0n ? `, ids ${response.firstJobId} to ${response.lastJobId}` : "") +
-          (ctx.store.failure === undefined ? "" : ", but are not yet durable: send them again with the same sequence numbers");
-        const error = err instanceof MpmcError ? new MpmcError(err.code, `${err.message}; ${accepted}`) : err;
-        if (!(err instanceof MpmcError)) {
-          ctx.logger.error({ err, producerId }, "publish failed");
-        }
-        callback(toServiceError(error));
-      },
-    );
+    // The broker's shutdown ends a stream that is still open, so the producer reconnects elsewhere.
+    let endStream: (err: MpmcError) => void = () => {};
+    const endedByBroker = new Promise<never>((_, reject) => {
+      endStream = reject;
+    });
+    endedByBroker.catch(() => {});
+    ctx.openStreams.add(endStream);
+
+    Promise.race([finish(), endedByBroker])
+      .finally(() => ctx.openStreams.delete(endStream))
+      .then(
+        () => {
+          ctx.logger.debug({ producerId, accepted: Number(response.accepted) }, "publish stream ended");
+          callback(null, response);
+        },
+        (err: unknown) => {
+          if (signal.aborted) {
+            ctx.logger.info({ producerId, accepted: Number(response.accepted) }, "publish stream cancelled by the producer");
+            return;
+          }
+          // Say how far the stream got, so the producer knows which jobs are in the queue.
+          const accepted =
+            `${response.accepted} jobs of this stream were accepted` +
+            (response.accepted > 0n ? `, ids ${response.firstJobId} to ${response.lastJobId}` : "") +
+            (ctx.store.failure === undefined ? "" : ", but are not yet durable: send them again with the same sequence numbers");
+          const error = err instanceof MpmcError ? new MpmcError(err.code, `${err.message}; ${accepted}`) : err;
+          if (!(err instanceof MpmcError)) {
+            ctx.logger.error({ err, producerId }, "publish failed");
+          }
+          callback(toServiceError(error));
+        },
+      );
   };
 }

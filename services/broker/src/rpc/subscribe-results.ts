@@ -39,6 +39,7 @@ export function subscribeResultsHandler(
         return;
       }
       ended = true;
+      ctx.openStreams.delete(end);
       unsubscribe();
       if (err === undefined) {
         call.end();
@@ -127,8 +128,10 @@ export function subscribeResultsHandler(
     let unsubscribe: () => void = () => {};
     call.on("cancelled", () => {
       ended = true;
+      ctx.openStreams.delete(end);
       unsubscribe();
     });
+    ctx.openStreams.add(end);
     unsubscribe = core.subscribe(sink);
     ctx.logger.info({ subscriberId, afterSequence: afterSequence === undefined ? undefined : Number(afterSequence) }, "result subscriber connected");
     flush();

@@ -1,6 +1,13 @@
 import { create } from "@bufbuild/protobuf";
 import type { handleServerStreamingCall } from "@grpc/grpc-js";
-import { msOfDuration, WatchStatsResponseSchema, type WatchStatsRequest, type WatchStatsResponse } from "@mpmc/common";
+import {
+  msOfDuration,
+  toServiceError,
+  WatchStatsResponseSchema,
+  type MpmcError,
+  type WatchStatsRequest,
+  type WatchStatsResponse,
+} from "@mpmc/common";
 import type { RpcContext } from "./context.js";
 import { gaugesMessageOf } from "./convert.js";
 
@@ -53,9 +60,17 @@ export function watchStatsHandler(ctx: RpcContext): handleServerStreamingCall<Wa
     const unsubscribe = ctx.core.onChange(schedule);
     const stop = (): void => {
       ended = true;
+      ctx.openStreams.delete(endWith);
       unsubscribe();
       clearTimeout(timer);
     };
+    const endWith = (err: MpmcError): void => {
+      if (!ended) {
+        stop();
+        call.emit("error", toServiceError(err));
+      }
+    };
+    ctx.openStreams.add(endWith);
     call.on("cancelled", stop);
     send();
   };
