@@ -5,7 +5,7 @@ export * from "./gen/mpmc/v1/aggregator_pb.js";
 export { Health, HealthCheckResponse_ServingStatus } from "./gen/grpc/health/v1/health_pb.js";
 export { MpmcError, hasCode, type ErrorCode } from "./errors.js";
 export { grpcStatusOf, toServiceError } from "./grpc/status.js";
-export { addGrpcService, grpcServiceDefinition, type GrpcHandlers } from "./grpc/service-definition.js";
+export { addGrpcService, grpcServiceDefinition, writeEncoded, type GrpcHandlers } from "./grpc/service-definition.js";
 export { addReflection, fileDescriptorSet } from "./grpc/reflection.js";
 export { startGrpcServer, type GrpcServerOptions, type RunningGrpcServer } from "./grpc/server.js";
 export { connectTo, createSessionManager, createTransport } from "./grpc/client.js";

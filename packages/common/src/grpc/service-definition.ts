@@ -1,4 +1,4 @@
-import { fromBinary, toBinary, type MessageShape } from "@bufbuild/protobuf";
+import { fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type {
   handleBidiStreamingCall,
@@ -38,12 +38,32 @@ export function grpcServiceDefinition(service: GenService<GenServiceMethods>): S
       responseStream: kind === "server_streaming" || kind === "bidi_streaming",
       requestSerialize: (message) => Buffer.from(toBinary(method.input, message as never)),
       requestDeserialize: (bytes) => fromBinary(method.input, bytes),
-      responseSerialize: (message) => Buffer.from(toBinary(method.output, message as never)),
+      responseSerialize: (message) => encodeResponse(method.output, message),
       responseDeserialize: (bytes) => fromBinary(method.output, bytes),
       originalName: method.localName,
     };
   }
   return definition;
+}
+
+/**
+ * Encodes a response message. A handler that encoded a message itself, with
+ * a hand-written encoder on a hot path, writes it as a Uint8Array (see
+ * writeEncoded), and the bytes go out unchanged.
+ */
+function encodeResponse(schema: DescMessage, message: unknown): Buffer {
+  if (message instanceof Uint8Array) {
+    return Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+  }
+  return Buffer.from(toBinary(schema, message as never));
+}
+
+/**
+ * Writes an already encoded response message to a server stream. The bytes
+ * must be the wire form of the stream's response type.
+ */
+export function writeEncoded<T>(call: { write(message: T): boolean }, bytes: Uint8Array): boolean {
+  return call.write(bytes as unknown as T);
 }
 
 /** Registers a generated service's handlers on a grpc-js server. */

@@ -5,13 +5,14 @@ import {
   MpmcError,
   msOfDuration,
   toServiceError,
+  writeEncoded,
   type Ack,
   type ConsumeRequest,
   type ConsumeResponse,
 } from "@mpmc/common";
 import type { AckInput, ConsumerSink, Lease, LeaseRef, Rejection } from "../core/types.js";
 import type { RpcContext } from "./context.js";
-import { deliveryMessageOf } from "./convert.js";
+import { encodeDeliveryBatch } from "./wire.js";
 import { extensionMsOf, idNumberOf, requireId } from "./validate.js";
 
 type ConsumeCall = Parameters<handleBidiStreamingCall<ConsumeRequest, ConsumeResponse>>[0];
@@ -47,10 +48,7 @@ class ConsumeStream {
 
   private readonly sink: ConsumerSink = {
     deliver: (leases: readonly Lease[]) => {
-      const message = create(ConsumeResponseSchema, {
-        kind: { case: "deliveries", value: { deliveries: leases.map(deliveryMessageOf) } },
-      });
-      this.write(message);
+      this.write(encodeDeliveryBatch(leases));
     },
     end: () => {
       this.ctx.logger.info({ consumerId: this.consumerId }, "queue drained, ending consumer stream");
@@ -168,11 +166,11 @@ class ConsumeStream {
   }
 
   /** Writes a message; while the stream's buffer is full the core sends this consumer nothing. */
-  private write(message: ConsumeResponse): void {
+  private write(message: ConsumeResponse | Uint8Array): void {
     if (this.state === "closed") {
       return;
     }
-    const writable = this.call.write(message);
+    const writable = message instanceof Uint8Array ? writeEncoded(this.call, message) : this.call.write(message);
     if (!writable && !this.waitingForDrain) {
       this.waitingForDrain = true;
       this.ctx.core.setWritable(this.sessionId, false);

@@ -4,12 +4,14 @@ import {
   MpmcError,
   SubscribeResultsResponseSchema,
   toServiceError,
+  writeEncoded,
   type SubscribeResultsRequest,
   type SubscribeResultsResponse,
 } from "@mpmc/common";
 import type { BrokerSnapshot, ResultSink } from "../core/types.js";
 import type { RpcContext } from "./context.js";
-import { resultMessageOf, statsMessageOf } from "./convert.js";
+import { statsMessageOf } from "./convert.js";
+import { encodeResultBatch } from "./wire.js";
 
 /** Maximum results in one message of the stream. */
 const maxBatch = 500;
@@ -91,9 +93,7 @@ export function subscribeResultsHandler(
           return;
         }
         cursor = (batch[batch.length - 1] as { sequence: number }).sequence;
-        const writable = call.write(
-          create(SubscribeResultsResponseSchema, { kind: { case: "results", value: { results: batch.map(resultMessageOf) } } }),
-        );
+        const writable = writeEncoded(call, encodeResultBatch(batch));
         if (!writable) {
           waitingForDrain = true;
           call.once("drain", () => {

@@ -1,0 +1,74 @@
+import { create, equals, fromBinary } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { ConsumeResponseSchema, SubscribeResultsResponseSchema } from "@mpmc/common";
+import type { JobRecord, Lease, ResultRecord } from "../core/types.js";
+import { deliveryMessageOf, resultMessageOf } from "./convert.js";
+import { encodeDeliveryBatch, encodeResultBatch } from "./wire.js";
+
+function job(overrides: Partial<JobRecord> = {}): JobRecord {
+  return {
+    id: 42,
+    producerId: "producer-1",
+    data: 21n,
+    payload: new Uint8Array([1, 2, 3]),
+    attributes: { tenant: "a", "trace-id": "x-1" },
+    sequence: 7,
+    leaseMs: 0,
+    createdAtMs: 1_796_414_090_421.5,
+    attempt: 2,
+    ...overrides,
+  };
+}
+
+const jobs: JobRecord[] = [
+  job(),
+  // Zero and empty fields, which proto3 leaves out of the wire.
+  job({ id: 1, producerId: "", data: 0n, payload: new Uint8Array(0), attributes: {}, sequence: 0, attempt: 0, createdAtMs: 0 }),
+  // Negative and large int64 values, and a time before the epoch.
+  job({ id: 2 ** 53 - 1, data: -(2n ** 63n), sequence: 2 ** 40, createdAtMs: -1_500.25 }),
+  job({ id: 9, data: 2n ** 63n - 1n, attributes: { "ünïcode": "✓ 値" } }),
+];
+
+describe("wire encoders", () => {
+  it("encode deliveries as protobuf-es does", () => {
+    const leases: Lease[] = jobs.map((j, i) => ({
+      job: j,
+      sessionId: 1,
+      token: i === 2 ? 2 ** 52 : i + 1,
+      deliveredAtMs: j.createdAtMs + 1_234.567891,
+      deadlineMs: j.createdAtMs + 30_000.25,
+    }));
+    const expected = create(ConsumeResponseSchema, {
+      kind: { case: "deliveries", value: { deliveries: leases.map(deliveryMessageOf) } },
+    });
+    const decoded = fromBinary(ConsumeResponseSchema, encodeDeliveryBatch(leases));
+    expect(equals(ConsumeResponseSchema, decoded, expected)).toBe(true);
+    expect(decoded).toEqual(expected);
+  });
+
+  it("encode results as protobuf-es does", () => {
+    const results: ResultRecord[] = jobs.map((j, i) => ({
+      sequence: i + 1,
+      jobId: j.id,
+      consumerId: i === 1 ? "" : `consumer-${i}`,
+      producerId: j.producerId,
+      data: j.data,
+      output: j.data / -2n,
+      attempt: j.attempt,
+      processingMs: i * 0.123456,
+      queueWaitMs: i === 3 ? 0 : 12.5,
+      completedAtMs: j.createdAtMs + 99.9,
+    }));
+    const expected = create(SubscribeResultsResponseSchema, {
+      kind: { case: "results", value: { results: results.map(resultMessageOf) } },
+    });
+    const decoded = fromBinary(SubscribeResultsResponseSchema, encodeResultBatch(results));
+    expect(equals(SubscribeResultsResponseSchema, decoded, expected)).toBe(true);
+    expect(decoded).toEqual(expected);
+  });
+
+  it("encode an empty batch", () => {
+    const decoded = fromBinary(ConsumeResponseSchema, encodeDeliveryBatch([]));
+    expect(decoded.kind.case).toBe("deliveries");
+  });
+});
