@@ -331,4 +331,16 @@ describe("close and drain", () => {
     expect(stats.drained).toBe(true);
     expect(consumerIn(stats, "finisher").processed).toBe(2n);
   });
+
+  it("stops a producer process at a closed queue", async () => {
+    broker = await startTestBroker();
+    await broker.client.closeQueue({});
+    const producer = startCli(["producer", "--broker", broker.address, "--id", "late", "--count", "5"]);
+    processes.push(producer);
+    // Sending again cannot help, so the producer ends with an error instead of retrying.
+    expect(await producer.exited).toBe(1);
+    expect(producer.stderr()).toContain("the queue is closed and accepts no new jobs");
+    const stats = (await broker.client.getStats({})).stats;
+    expect(stats?.created).toBe(0n);
+  });
 });

@@ -21,7 +21,8 @@ export function formatStats(stats: BrokerStats): string {
     `created ${stats.created}, processed ${stats.processed}, in flight ${stats.inFlight}, queued ${stats.queued} of ${stats.capacity}`,
     `closed ${stats.closed}, drained ${stats.drained}, consumers connected ${stats.consumersConnected}`,
     `average processing ${ms(stats.averageProcessingDuration)}; queue wait p50 ${ms(stats.queueWait?.p50)}, p90 ${ms(stats.queueWait?.p90)}, p99 ${ms(stats.queueWait?.p99)}`,
-    `redelivered ${stats.redelivered}, failed attempts ${stats.failedAttempts}, rejected results ${stats.rejectedResults}`,
+    `waiting retry ${stats.waitingRetry}, dead-lettered ${stats.deadLettered} (${stats.deadLetters} held), duplicates refused ${stats.duplicatesRefused}`,
+    `redelivered ${stats.redelivered}, failed attempts ${stats.failedAttempts}, rejected results ${stats.rejectedResults} (${stats.lateResults} late)`,
   ];
   for (const c of stats.consumers) {
     lines.push(`  consumer ${c.consumerId}: processed ${c.processed}, in flight ${c.inFlight}, credit ${c.credit}${c.connected ? "" : " (disconnected)"}`);

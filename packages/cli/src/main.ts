@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { fileURLToPath } from "node:url";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Command, type Option } from "commander";
 import { brokerOptions, runBroker, type BrokerSettings } from "@mpmc/broker";
 import { consumerOptions, runConsumer, type ConsumerSettings } from "@mpmc/consumer";
@@ -12,6 +13,14 @@ import { Pipeline } from "./run/pipeline.js";
 import { runOptions, type RunSettings } from "./run/settings.js";
 
 const entry = fileURLToPath(import.meta.url);
+
+// A reader that goes away (`mpmc dead-letters list | head`) is not an error.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") {
+    process.exit(0);
+  }
+  throw err;
+});
 
 function withOptions(command: Command, options: Option[]): Command {
   for (const option of options) {
@@ -93,6 +102,11 @@ program.addCommand(leasesCommand());
 program.addCommand(deadLettersCommand());
 
 program.parseAsync().catch((err: unknown) => {
-  process.stderr.write(`mpmc: ${err instanceof Error ? err.message : String(err)}\n`);
+  let message = err instanceof Error ? err.message : String(err);
+  const code = err instanceof ConnectError ? err.code : undefined;
+  if (code === Code.Unauthenticated || code === Code.PermissionDenied) {
+    message += "\nSet the broker's admin token with --admin-token or MPMC_ADMIN_TOKEN.";
+  }
+  process.stderr.write(`mpmc: ${message}\n`);
   process.exit(1);
 });

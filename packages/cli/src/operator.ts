@@ -1,5 +1,5 @@
 import { toJsonString } from "@bufbuild/protobuf";
-import { Command, InvalidArgumentError } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import {
   adminTokenOption,
   BrokerService,
@@ -35,9 +35,15 @@ function adminHeaders(options: BrokerCallOptions): Record<string, string> {
 
 function parseJobId(value: string): bigint {
   if (!/^\d{1,16}$/.test(value) || value === "0" || /^0+$/.test(value)) {
-    throw new InvalidArgumentError("expected a job id, a positive integer");
+    throw new InvalidArgumentError(`expected a job id, a positive integer, got "${value}"`);
   }
   return BigInt(value);
+}
+
+/** Says how many of the named jobs were not dead letters, when some were not. */
+function notFound(ids: string[], all: boolean | undefined, done: bigint): string {
+  const missing = all === true ? 0 : ids.length - Number(done);
+  return missing > 0 ? ` (${missing} of the ${ids.length} named jobs are not in the dead letters)` : "";
 }
 
 function brokerCommand(name: string, description: string): Command {
@@ -70,7 +76,7 @@ export function deadLettersCommand(): Command {
   command.addCommand(
     brokerCommand("list", "list dead letters in job id order")
       .option("--json", "print protobuf JSON, one dead letter per line")
-      .option("--page-size <count>", "most entries to print", "100")
+      .option("--page-size <count>", "maximum entries to print", "100")
       .option("--after <job-id>", "start after this job id", "0")
       .action(async (options: BrokerCallOptions & { pageSize: string; after: string }) => {
         const response = await brokerClient(options).listDeadLetters(
@@ -88,7 +94,9 @@ export function deadLettersCommand(): Command {
           }
         }
         if (options.json !== true) {
-          process.stdout.write(`${response.deadLetters.length} shown, ${response.total} held\n`);
+          const last = response.deadLetters.at(-1)?.job?.id;
+          const more = last !== undefined && BigInt(response.deadLetters.length) < response.total ? `; the next page starts with --after ${last}` : "";
+          process.stdout.write(`${response.deadLetters.length} shown, ${response.total} held${more}\n`);
         }
       }),
   );
@@ -102,7 +110,7 @@ export function deadLettersCommand(): Command {
           timeoutMs: 10_000,
           headers: adminHeaders(options),
         });
-        process.stdout.write(`${response.requeued} dead letters requeued\n`);
+        process.stdout.write(`${response.requeued} dead letters requeued${notFound(ids, options.all, response.requeued)}\n`);
       }),
   );
 
@@ -115,7 +123,7 @@ export function deadLettersCommand(): Command {
           timeoutMs: 10_000,
           headers: adminHeaders(options),
         });
-        process.stdout.write(`${response.purged} dead letters purged\n`);
+        process.stdout.write(`${response.purged} dead letters purged${notFound(ids, options.all, response.purged)}\n`);
       }),
   );
   return command;
@@ -163,7 +171,7 @@ export function leasesCommand(): Command {
 
 export function watchCommand(): Command {
   return brokerCommand("watch", "print the queue's gauges as they change, until the queue drains or Ctrl-C")
-    .option("--interval <time>", "least time between two lines, e.g. 500ms", parseDurationMs, 500)
+    .addOption(new Option("--interval <time>", "minimum time between two lines, e.g. 500ms").default(500, "500ms").argParser(parseDurationMs))
     .action(async (options: BrokerCallOptions & { interval: number }) => {
       const stream = brokerClient(options).watchStats({ minInterval: durationOfMs(options.interval) });
       for await (const { gauges } of stream) {

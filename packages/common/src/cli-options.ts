@@ -12,7 +12,7 @@ export interface LogSettings {
 
 export function logOptions(): Option[] {
   return [
-    new Option("--log-level <level>", "least severe log level written")
+    new Option("--log-level <level>", "minimum level of the log lines written")
       .choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"])
       .env("LOG_LEVEL")
       .default("info"),

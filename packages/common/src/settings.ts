@@ -15,17 +15,20 @@ export function integerIn(min: number, max: number): (value: string) => number {
   };
 }
 
-const durationPattern = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/;
+const durationPattern = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
 const unitMs: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
 
-/** Parses "250ms", "3s", "1.5m" or "2h" into milliseconds; a bare number is milliseconds. */
+/**
+ * Parses "250ms", "3s", "1.5m" or "2h" into milliseconds. The unit is
+ * required, because "3" could mean 3 ms or 3 s and either guess surprises someone.
+ */
 export function parseDurationMs(value: string): number {
   const match = durationPattern.exec(value.trim());
   if (!match) {
-    throw new InvalidArgumentError('expected a duration such as "500ms", "3s" or "2m"');
+    throw new InvalidArgumentError(`expected a duration with a unit, such as "500ms", "3s", "2m" or "1h", got "${value}"`);
   }
   const amount = Number(match[1]);
-  return Math.round(amount * (unitMs[match[2] ?? "ms"] ?? 1));
+  return Math.round(amount * (unitMs[match[2] as string] ?? 1));
 }
 
 /** Like parseDurationMs, bounded to [minMs, maxMs]. */

@@ -121,7 +121,8 @@ export async function startBroker(settings: BrokerSettings, logger: Logger): Pro
     const started = Date.now();
     running.setServing("NOT_SERVING");
     core.beginShutdown();
-    if (!core.idle) {
+    // Without consumers nothing would drain, so there is nothing to wait for.
+    if (!core.idle && core.snapshot().consumersConnected > 0) {
       logger.info({ queued: core.queued, inFlight: core.inFlight, graceMs }, "shutting down: letting consumers drain the queue");
       await waitUntilIdle(core, graceMs);
     }

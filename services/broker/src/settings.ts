@@ -61,7 +61,7 @@ export const brokerDefaults: Omit<BrokerSettings, keyof LogSettings | "host" | "
 export function brokerOptions(): Option[] {
   return [
     ...listenOptions(50051),
-    new Option("--capacity <jobs>", "most jobs the queue holds; producers wait while it is full")
+    new Option("--capacity <jobs>", "maximum jobs in the queue; producers wait while it is full")
       .env("MPMC_CAPACITY")
       .default(brokerDefaults.capacity)
       .argParser(integerIn(1, 10_000_000)),
@@ -69,19 +69,19 @@ export function brokerOptions(): Option[] {
       .env("MPMC_LEASE_TIMEOUT")
       .default(brokerDefaults.leaseTimeout, "30s")
       .argParser(durationIn(100, 86_400_000)),
-    new Option("--max-message-bytes <bytes>", "largest request message accepted")
+    new Option("--max-message-bytes <bytes>", "maximum size of a request message")
       .env("MPMC_MAX_MESSAGE_BYTES")
       .default(brokerDefaults.maxMessageBytes)
       .argParser(integerIn(1_024, 268_435_456)),
-    new Option("--max-batch-jobs <jobs>", "most jobs in one Publish request")
+    new Option("--max-batch-jobs <jobs>", "maximum jobs in one Publish request")
       .env("MPMC_MAX_BATCH_JOBS")
       .default(brokerDefaults.maxBatchJobs)
       .argParser(integerIn(1, 100_000)),
-    new Option("--max-payload-bytes <bytes>", "largest payload of one job")
+    new Option("--max-payload-bytes <bytes>", "maximum payload size of one job")
       .env("MPMC_MAX_PAYLOAD_BYTES")
       .default(brokerDefaults.maxPayloadBytes)
       .argParser(integerIn(0, 268_435_456)),
-    new Option("--max-attributes <count>", "most attributes on one job")
+    new Option("--max-attributes <count>", "maximum attributes on one job")
       .env("MPMC_MAX_ATTRIBUTES")
       .default(brokerDefaults.maxAttributes)
       .argParser(integerIn(0, 10_000)),

@@ -60,6 +60,9 @@ interface HeldJob {
   leaseEnded: boolean;
 }
 
+/** Minimum time between two "job waited long in the queue" warnings, in ms. */
+const queueWarnIntervalMs = 5_000;
+
 /** A stream that stayed open this long counts as having worked, in ms. */
 const stableStreamMs = 1_000;
 
@@ -85,6 +88,8 @@ export class Consumer {
   private flushScheduled = false;
   private whenIdle: (() => void) | undefined;
   private readonly stopController = new AbortController();
+  private lastQueueWarnAt = Number.NEGATIVE_INFINITY;
+  private queueWarnsSkipped = 0;
   private readonly report: ConsumerReport;
 
   constructor(
@@ -121,7 +126,8 @@ export class Consumer {
           delayMs = backoff.minMs;
         }
         if (outcome === "ended") {
-          logger.info({ ...this.report }, "consumer stream ended");
+          const { consumerId: _consumerId, ...fields } = this.report;
+          logger.info(fields, "consumer stream ended");
           return { ...this.report };
         }
         if (this.state !== "consuming") {
@@ -233,13 +239,34 @@ export class Consumer {
     }
     const queueWaitMs = msOfDuration(delivery.queueWait);
     if (queueWaitMs > this.options.queueWarnMs) {
-      this.options.logger.warn(
-        { jobId, queueWaitMs: Math.round(queueWaitMs), thresholdMs: this.options.queueWarnMs },
-        "job waited long in the queue",
-      );
+      this.warnQueueWait(jobId, queueWaitMs);
     }
     this.waiting.push(held);
     this.startWaiting();
+  }
+
+  /**
+   * Logs a job that waited longer than the threshold, at most once per
+   * queueWarnIntervalMs: a backlog makes every job wait, and one line per job
+   * would bury everything else. Each line counts the ones left out.
+   */
+  private warnQueueWait(jobId: number, queueWaitMs: number): void {
+    const now = performance.now();
+    if (now - this.lastQueueWarnAt < queueWarnIntervalMs) {
+      this.queueWarnsSkipped++;
+      return;
+    }
+    this.options.logger.warn(
+      {
+        jobId,
+        queueWaitMs: Math.round(queueWaitMs),
+        thresholdMs: this.options.queueWarnMs,
+        moreSinceLastWarning: this.queueWarnsSkipped,
+      },
+      "job waited long in the queue",
+    );
+    this.lastQueueWarnAt = now;
+    this.queueWarnsSkipped = 0;
   }
 
   private startWaiting(): void {

@@ -39,7 +39,7 @@ export function consumerOptions(): Option[] {
   return [
     brokerAddressOption(),
     new Option("--id <id>", "consumer id shown in stats and results (default: HOST-PID)").env("MPMC_ID").argParser(parseId),
-    new Option("--credit <jobs>", "most jobs held and run at once")
+    new Option("--credit <jobs>", "maximum jobs the consumer holds at once")
       .env("MPMC_CREDIT")
       .default(1)
       .argParser(integerIn(1, 10_000)),

@@ -1,7 +1,7 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import type { Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import {
   JobSpecSchema,
   PublishRequestSchema,
@@ -47,6 +47,16 @@ export interface ProducerLoopReport {
  * stream breaks, so this bounds that memory.
  */
 const maxJobsPerStream = 1_000;
+
+/** Codes after which sending again cannot help. */
+const finalCodes = new Set([
+  Code.FailedPrecondition,
+  Code.InvalidArgument,
+  Code.PermissionDenied,
+  Code.Unauthenticated,
+  Code.Unimplemented,
+  Code.OutOfRange,
+]);
 
 const reconnectMinMs = 200;
 /** A stream that stayed open this long counts as having worked, in ms. */
@@ -99,6 +109,11 @@ export async function runProducerLoop(
         logger.warn({ err, unconfirmed: unconfirmed.length }, "publish stream failed while stopping; unconfirmed jobs may be lost");
         break;
       }
+      const code = ConnectError.from(err).code;
+      if (finalCodes.has(code)) {
+        // Sending again cannot help: the queue is closed, or the request is invalid.
+        throw err;
+      }
       report.reconnects++;
       if (performance.now() - openedAt > stableStreamMs) {
         // The stream worked for a while, so this failure starts a new series of retries.
@@ -125,7 +140,8 @@ export async function runProducerLoop(
   report.firstSequence = source.firstSequence;
   report.lastSequence = source.lastSequence;
   report.elapsedMs = performance.now() - started;
-  logger.info({ ...report, elapsedMs: Math.round(report.elapsedMs) }, "producer finished");
+  const { producerId: _producerId, ...fields } = report;
+  logger.info({ ...fields, elapsedMs: Math.round(report.elapsedMs) }, "producer finished");
   return report;
 }
 
@@ -136,7 +152,7 @@ async function withReconnects<T>(logger: Logger, signal: AbortSignal | undefined
     try {
       return await call();
     } catch (err) {
-      if (signal?.aborted) {
+      if (signal?.aborted || finalCodes.has(ConnectError.from(err).code)) {
         throw err;
       }
       const wait = delayMs * (0.5 + Math.random() / 2);

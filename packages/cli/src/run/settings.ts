@@ -22,7 +22,7 @@ export function runOptions(): Option[] {
   return [
     new Option("--producers <count>", "producer processes").env("MPMC_PRODUCERS").default(4).argParser(integerIn(1, 256)),
     new Option("--consumers <count>", "consumer processes").env("MPMC_CONSUMERS").default(6).argParser(integerIn(1, 256)),
-    new Option("--capacity <jobs>", "most jobs the queue holds").env("MPMC_CAPACITY").default(20).argParser(integerIn(1, 10_000_000)),
+    new Option("--capacity <jobs>", "maximum jobs in the queue").env("MPMC_CAPACITY").default(20).argParser(integerIn(1, 10_000_000)),
     new Option("--duration <time>", "how long each producer runs, e.g. 3s").env("MPMC_DURATION").default(3_000, "3s").argParser(durationIn(0, 86_400_000)),
     new Option("--count <jobs>", "jobs per producer, as fast as the broker takes them, instead of --duration")
       .env("MPMC_COUNT")

@@ -2,6 +2,7 @@ import type { DescFile } from "@bufbuild/protobuf";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import type { ServerTls } from "../tls.js";
+import { MpmcError } from "../errors.js";
 import { addReflection } from "./reflection.js";
 
 export interface GrpcServerOptions {
@@ -62,7 +63,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${options.host}:${options.port}`, credentialsOf(options.tls), (err, boundPort) => {
       if (err) {
-        reject(err);
+        const inUse = err.message.includes("EADDRINUSE");
+        const hint = inUse ? "the port is in use: choose another --port, or 0 for a free one" : err.message;
+        reject(new MpmcError("unavailable", `cannot listen on ${options.host}:${options.port}: ${hint}`, { cause: err }));
       } else {
         resolve(boundPort);
       }

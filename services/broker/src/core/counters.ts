@@ -118,11 +118,13 @@ export class Counters {
     if (h.totalCount === 0) {
       return { p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 };
     }
+    // A percentile is the upper edge of its histogram bucket, which can lie above the largest recorded value.
+    const maxMs = h.maxValue / 1000;
     return {
-      p50Ms: h.getValueAtPercentile(50) / 1000,
-      p90Ms: h.getValueAtPercentile(90) / 1000,
-      p99Ms: h.getValueAtPercentile(99) / 1000,
-      maxMs: h.maxValue / 1000,
+      p50Ms: Math.min(h.getValueAtPercentile(50) / 1000, maxMs),
+      p90Ms: Math.min(h.getValueAtPercentile(90) / 1000, maxMs),
+      p99Ms: Math.min(h.getValueAtPercentile(99) / 1000, maxMs),
+      maxMs,
     };
   }
 
