@@ -67,7 +67,8 @@ const queueWarnIntervalMs = 5_000;
 const stableStreamMs = 1_000;
 
 /** Codes after which opening the stream again cannot help. */
-const finalCodes = new Set([Code.InvalidArgument, Code.AlreadyExists, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
+// ALREADY_EXISTS is not among them: after a network cut the broker may still hold the old stream for a while.
+const finalCodes = new Set([Code.InvalidArgument, Code.PermissionDenied, Code.Unauthenticated, Code.Unimplemented]);
 
 /**
  * A consumer: it receives deliveries over a Consume stream, runs up to
@@ -295,8 +296,9 @@ export class Consumer {
     };
     const started = performance.now();
     const signal = held.controller.signal;
-    this.options
-      .handler(handlerJob, signal)
+    // Called inside a promise, so a handler that throws at once, or returns no promise, fails only this job.
+    Promise.resolve()
+      .then(() => this.options.handler(handlerJob, signal))
       .then((value) => {
         const output = outputOf(value);
         if (signal.aborted) {
@@ -324,7 +326,10 @@ export class Consumer {
       })
       .finally(() => {
         clearTimeout(held.extendTimer);
-        this.running.delete(delivery.leaseToken);
+        // A restarted broker reuses tokens, so remove the entry only if it is still this run's.
+        if (this.running.get(delivery.leaseToken) === held) {
+          this.running.delete(delivery.leaseToken);
+        }
         this.scheduleFlush();
         this.startWaiting();
         if (this.running.size === 0) {

@@ -59,6 +59,8 @@ const finalCodes = new Set([
 ]);
 
 const reconnectMinMs = 200;
+/** How long a stopping producer waits for the broker to take the jobs already sent, in ms. */
+const stopGraceMs = 5_000;
 /** A stream that stayed open this long counts as having worked, in ms. */
 const stableStreamMs = 1_000;
 const reconnectMaxMs = 10_000;
@@ -92,11 +94,13 @@ export async function runProducerLoop(
   };
   let unconfirmed: JobSpec[] = [];
   let delayMs = reconnectMinMs;
+  // Stopping ends the stream cleanly, unless the broker does not read it (a full queue); then it is cancelled.
+  const cancelAfterStop = cancelLater(signal, stopGraceMs);
 
   for (;;) {
     const openedAt = performance.now();
     try {
-      const response = await client.publish(streamRequests(source, unconfirmed, options));
+      const response = await client.publish(streamRequests(source, unconfirmed, options), { signal: cancelAfterStop });
       report.created += Number(response.accepted);
       report.duplicates += Number(response.duplicates);
       unconfirmed = [];
@@ -143,6 +147,19 @@ export async function runProducerLoop(
   const { producerId: _producerId, ...fields } = report;
   logger.info({ ...fields, elapsedMs: Math.round(report.elapsedMs) }, "producer finished");
   return report;
+}
+
+/** An AbortSignal that aborts delayMs after signal aborts. */
+function cancelLater(signal: AbortSignal, delayMs: number): AbortSignal {
+  const controller = new AbortController();
+  signal.addEventListener(
+    "abort",
+    () => {
+      setTimeout(() => controller.abort(new Error("the broker did not take the last jobs in time")), delayMs).unref();
+    },
+    { once: true },
+  );
+  return controller.signal;
 }
 
 /** Calls a unary RPC until it succeeds, waiting with backoff and jitter while the broker is unreachable. */

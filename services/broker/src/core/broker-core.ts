@@ -116,6 +116,7 @@ export class BrokerCore {
   private closedFlag = false;
   private drainedFlag = false;
   private shuttingDown = false;
+  private cancelledWaiters = 0;
   private cancelTimer: (() => void) | undefined;
   private timerAt: number | undefined;
 
@@ -154,6 +155,8 @@ export class BrokerCore {
     if (state.counters !== undefined) {
       this.counters.restore(state.counters);
       this.deadLetters.purged = state.counters.purged;
+      // A broker that was draining when it stopped goes on draining.
+      this.closedFlag = state.counters.closed === true;
     }
     for (const job of state.queue) {
       this.queue.pushBack(job);
@@ -170,12 +173,13 @@ export class BrokerCore {
       this.resultWindow.push(result);
     }
     this.scheduleTimer();
+    this.checkDrained();
     this.changed();
   }
 
   /** The counters a durable store keeps, read by the store at each commit. */
   persistentCounters(): PersistedCounters {
-    return { ...this.counters.toPersisted(), purged: this.deadLetters.purged };
+    return { ...this.counters.toPersisted(), purged: this.deadLetters.purged, closed: this.closedFlag };
   }
 
   /**
@@ -302,6 +306,7 @@ export class BrokerCore {
     return new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
         waiter.cancelled = true;
+        this.compactRoomWaiters();
         reject(signal?.reason instanceof Error ? signal.reason : new MpmcError("cancelled", "wait for room cancelled"));
       };
       const waiter: RoomWaiter = {
@@ -474,7 +479,6 @@ export class BrokerCore {
       }
       this.endLease(lease);
       returned.push(lease.job);
-      this.journal?.({ kind: "returned", jobId: lease.job.id, attempt: lease.job.attempt, to: "front" });
     }
     this.requeueFront(returned);
     this.afterSettling(session);
@@ -667,6 +671,7 @@ export class BrokerCore {
       return true;
     }
     this.closedFlag = true;
+    this.journal?.({ kind: "closed" });
     for (const waiter of this.roomWaiters.drain()) {
       if (!waiter.cancelled) {
         waiter.reject(closedError());
@@ -769,7 +774,6 @@ export class BrokerCore {
       }
       job.attempt++;
       returned.push(job);
-      this.journal?.({ kind: "returned", jobId: job.id, attempt: job.attempt, to: "front" });
     }
     this.counters.redelivered += returned.length;
     this.requeueFront(returned);
@@ -798,11 +802,15 @@ export class BrokerCore {
     };
   }
 
-  /** Puts jobs back at the front of the queue, lowest id first. */
+  /**
+   * Puts jobs back at the front of the queue, lowest id first. The journal
+   * gets them in the same order, so a store rebuilds the same queue.
+   */
   private requeueFront(jobs: JobRecord[]): void {
     jobs.sort((a, b) => b.id - a.id);
     for (const job of jobs) {
       this.queue.pushFront(job);
+      this.journal?.({ kind: "returned", jobId: job.id, attempt: job.attempt, to: "front" });
     }
   }
 
@@ -859,6 +867,20 @@ export class BrokerCore {
       session.sink.deliver(batch);
     }
     this.notifyRoom();
+  }
+
+  /** Drops aborted waiters once they are most of the list, so calls that time out on a full queue do not pile up. */
+  private compactRoomWaiters(): void {
+    this.cancelledWaiters++;
+    if (this.cancelledWaiters < 64 || this.cancelledWaiters * 2 < this.roomWaiters.length) {
+      return;
+    }
+    for (const waiter of this.roomWaiters.drain()) {
+      if (!waiter.cancelled) {
+        this.roomWaiters.pushBack(waiter);
+      }
+    }
+    this.cancelledWaiters = 0;
   }
 
   private notifyRoom(): void {

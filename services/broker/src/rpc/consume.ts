@@ -215,10 +215,13 @@ class ConsumeStream {
   }
 }
 
+/** Longest processing time an ack may report, in ms; larger values would overflow the totals. */
+const maxProcessingMs = 365 * 86_400_000;
+
 function ackInputOf(field: string, ack: Ack): AckInput {
   const processingMs = msOfDuration(ack.processingDuration);
-  if (!(processingMs >= 0)) {
-    throw new MpmcError("invalid_argument", `${field}.processing_duration must not be negative`);
+  if (!(processingMs >= 0 && processingMs <= maxProcessingMs)) {
+    throw new MpmcError("invalid_argument", `${field}.processing_duration must be from 0 to ${maxProcessingMs / 86_400_000} days`);
   }
   return {
     jobId: idNumberOf(`${field}.job_id`, ack.jobId),

@@ -35,6 +35,8 @@ export function submitHandler(ctx: RpcContext): handleUnaryCall<SubmitRequest, S
           return create(SubmitResponseSchema, { job: jobMessageOf(accepted) });
         }
         if (offered.duplicates > 0) {
+          // The first copy may still wait for its commit; say "duplicate" only once it is durable.
+          await ctx.store.flush();
           return create(SubmitResponseSchema, { duplicate: true });
         }
         if (request.noWait) {

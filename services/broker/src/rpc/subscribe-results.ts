@@ -92,8 +92,9 @@ export function subscribeResultsHandler(
           }
           return;
         }
+        const encoded = encodeResultBatch(batch);
         cursor = (batch[batch.length - 1] as { sequence: number }).sequence;
-        const writable = writeEncoded(call, encodeResultBatch(batch));
+        const writable = writeEncoded(call, encoded);
         if (!writable) {
           waitingForDrain = true;
           call.once("drain", () => {
@@ -113,6 +114,19 @@ export function subscribeResultsHandler(
     };
 
     const afterSequence = call.request.afterSequence;
+    if (afterSequence !== undefined && afterSequence > BigInt(core.lastResultSequence)) {
+      // A cursor from the future means another broker, or one that lost results in a restart.
+      call.emit(
+        "error",
+        toServiceError(
+          new MpmcError(
+            "out_of_range",
+            `after_sequence ${afterSequence} is past the newest result, ${core.lastResultSequence}; subscribe without after_sequence`,
+          ),
+        ),
+      );
+      return;
+    }
     if (afterSequence !== undefined && core.resultsAfter(Number(afterSequence), 0) === undefined) {
       call.emit(
         "error",

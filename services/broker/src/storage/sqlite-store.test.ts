@@ -198,4 +198,41 @@ describe("SqliteStore", () => {
     expect(store.failure).toBeUndefined();
     expect(core.snapshot().processed).toBe(offered);
   });
+
+  it("restores jobs returned by a lost consumer in queue order", async () => {
+    const first = openBroker();
+    first.core.offer("p1", [job(1), job(2), job(3), job(4), job(5)]);
+    const session = first.core.attach("c1", 5, recordingSink());
+    first.core.detach(session);
+    await first.store.flush();
+    const sink = recordingSink();
+    first.core.attach("c2", 5, sink);
+    const memoryOrder = sink.leases.map((lease) => lease.job.id);
+    await first.store.close();
+
+    const second = openBroker();
+    const recovered = recordingSink();
+    second.core.attach("c3", 5, recovered);
+    expect(memoryOrder).toEqual([1, 2, 3, 4, 5]);
+    expect(recovered.leases.map((lease) => lease.job.id)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it("keeps a closed queue closed across a restart", async () => {
+    const first = openBroker();
+    first.core.offer("p1", [job(1)]);
+    first.core.close();
+    await first.store.flush();
+    await first.store.close();
+
+    const second = openBroker();
+    expect(second.core.closed).toBe(true);
+    expect(second.core.drained).toBe(false);
+    expect(() => second.core.offer("p1", [job(2)])).toThrow(/closed/);
+    const sink = recordingSink();
+    const session = second.core.attach("c1", 1, sink);
+    const [lease] = sink.leases;
+    second.core.acknowledge(session, [{ jobId: lease!.job.id, token: lease!.token, output: 2n, processingMs: 1 }]);
+    expect(second.core.drained).toBe(true);
+  });
 });
+

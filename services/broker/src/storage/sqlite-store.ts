@@ -317,6 +317,8 @@ export class SqliteStore implements BrokerStore {
       case "purged":
         s.deleteJob.run(entry.jobId);
         return;
+      case "closed":
+        return;
     }
   }
 

@@ -37,7 +37,9 @@ export type JournalEntry =
   | { kind: "retrying"; jobId: number; attempt: number; retryAtMs: number }
   | { kind: "settled"; result: ResultRecord }
   | { kind: "dead-lettered"; deadLetter: DeadLetterRecord }
-  | { kind: "purged"; jobId: number };
+  | { kind: "purged"; jobId: number }
+  /** The queue was closed; the counters written with the commit record it. */
+  | { kind: "closed" };
 
 /** The counters that survive a restart. The queue-wait histogram does not. */
 export interface PersistedCounters {
@@ -50,6 +52,8 @@ export interface PersistedCounters {
   duplicatesRefused: number;
   totalProcessingMs: number;
   purged: number;
+  /** True once the queue was closed; absent in stores written before it was kept. */
+  closed?: boolean;
   consumers: { consumerId: string; processed: number; totalProcessingMs: number; rejectedResults: number; failedAttempts: number }[];
   producers: { producerId: string; created: number; lastSequence: number }[];
 }
