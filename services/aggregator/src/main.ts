@@ -63,15 +63,23 @@ export async function runAggregator(settings: AggregatorSettings): Promise<void>
   }
   notifyParent({ type: "listening", port: server.port });
 
+  const resultsFile: WriteStream | undefined =
+    settings.resultsFile === undefined ? undefined : createWriteStream(settings.resultsFile, { flags: "w" });
+  let resultsFileClosed: Promise<void> | undefined;
+  const closeResultsFile = (): Promise<void> => {
+    resultsFileClosed ??= resultsFile === undefined ? Promise.resolve() : new Promise<void>((resolve) => resultsFile.end(resolve));
+    return resultsFileClosed;
+  };
+
   const controller = new AbortController();
   stopOnSignals(logger, async () => {
     controller.abort();
     await server.shutdown(settings.shutdownGrace);
     await metricsServer?.close();
+    // The process exits right after this, so the last results must be on disk first.
+    await closeResultsFile();
   });
 
-  const resultsFile: WriteStream | undefined =
-    settings.resultsFile === undefined ? undefined : createWriteStream(settings.resultsFile, { flags: "w" });
   await followResults(
     connectTo(BrokerService, settings.broker, clientTls),
     aggregation,
@@ -83,10 +91,7 @@ export async function runAggregator(settings: AggregatorSettings): Promise<void>
     },
     controller.signal,
   );
-  if (resultsFile !== undefined) {
-    resultsFile.end();
-    await once(resultsFile, "finish");
-  }
+  await closeResultsFile();
   if (aggregation.finished) {
     logger.info(
       {

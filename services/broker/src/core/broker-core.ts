@@ -232,6 +232,11 @@ export class BrokerCore {
     return this.leases.size;
   }
 
+  /** Entries in the lease heap, settled and superseded ones included; exposed to check that it stays bounded. */
+  get leaseHeapSize(): number {
+    return this.leaseTimers.size;
+  }
+
   /** Free places in the queue. Can be 0 while returned jobs push the queue past capacity. */
   room(): number {
     return Math.max(0, this.capacity - this.queue.length);
@@ -499,8 +504,14 @@ export class BrokerCore {
         rejections.push({ jobId: extension.jobId, token: extension.token, reason: lease });
         continue;
       }
-      lease.deadlineMs = now + (extension.extensionMs ?? this.leaseLengthOf(lease.job));
-      this.leaseTimers.push({ deadline: lease.deadlineMs, jobId: lease.job.id, token: lease.token });
+      const deadline = now + (extension.extensionMs ?? this.leaseLengthOf(lease.job));
+      // A later deadline needs no heap entry now: the entry at wakeAtMs finds the lease
+      // extended and schedules the next, so a lease extended often keeps one live entry.
+      if (deadline < lease.wakeAtMs) {
+        this.leaseTimers.push({ deadline, jobId: lease.job.id, token: lease.token });
+        lease.wakeAtMs = deadline;
+      }
+      lease.deadlineMs = deadline;
     }
     this.scheduleTimer();
     return rejections;
@@ -849,7 +860,7 @@ export class BrokerCore {
       const session = this.sessions.get(sessionId) as Session;
       const job = this.queue.shift() as JobRecord;
       const deadline = now + this.leaseLengthOf(job);
-      const lease: Lease = { job, sessionId, token: this.nextToken++, deliveredAtMs: now, deadlineMs: deadline };
+      const lease: Lease = { job, sessionId, token: this.nextToken++, deliveredAtMs: now, deadlineMs: deadline, wakeAtMs: deadline };
       this.leases.set(job.id, lease);
       this.journal?.({ kind: "delivered", jobId: job.id, attempt: job.attempt });
       this.leaseTimers.push({ deadline, jobId: job.id, token: lease.token });
@@ -934,8 +945,16 @@ export class BrokerCore {
     const touched = new Set<Session>();
     for (let due = this.leaseTimers.popDue(now); due !== undefined; due = this.leaseTimers.popDue(now)) {
       const lease = this.leases.get(due.jobId);
-      // Settled, redelivered or extended since this entry was pushed.
-      if (lease === undefined || lease.token !== due.token || lease.deadlineMs > now) {
+      // Settled or redelivered since this entry was pushed.
+      if (lease === undefined || lease.token !== due.token) {
+        continue;
+      }
+      if (lease.deadlineMs > now) {
+        // Extended since: the entry the lease waits on schedules the next; older ones are spent.
+        if (due.deadline === lease.wakeAtMs) {
+          this.leaseTimers.push({ deadline: lease.deadlineMs, jobId: lease.job.id, token: lease.token });
+          lease.wakeAtMs = lease.deadlineMs;
+        }
         continue;
       }
       const session = this.sessions.get(lease.sessionId);

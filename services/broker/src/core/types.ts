@@ -29,6 +29,8 @@ export interface Lease {
   readonly token: number;
   readonly deliveredAtMs: number;
   deadlineMs: number;
+  /** Deadline of the lease-heap entry that wakes the broker for this lease; at most deadlineMs. */
+  wakeAtMs: number;
 }
 
 export interface AckInput {

@@ -37,6 +37,7 @@ describe("wire encoders", () => {
       token: i === 2 ? 2 ** 52 : i + 1,
       deliveredAtMs: j.createdAtMs + 1_234.567891,
       deadlineMs: j.createdAtMs + 30_000.25,
+      wakeAtMs: j.createdAtMs + 30_000.25,
     }));
     const expected = create(ConsumeResponseSchema, {
       kind: { case: "deliveries", value: { deliveries: leases.map(deliveryMessageOf) } },
