@@ -28,6 +28,9 @@ export class Counters {
   duplicatesRefused = 0;
   totalProcessingMs = 0;
 
+  // NOTE: an entry per consumer and producer id ever seen, never removed. Ids that change with
+  // every process (the HOST-PID defaults, autoscaled pods) grow these maps, every snapshot, and
+  // in durable mode the counters written at each commit. Fixed ids keep them small.
   private readonly consumers = new Map<string, ConsumerCounters>();
   private readonly producers = new Map<string, ProducerCounters>();
   /** Queue waits in microseconds, up to one hour, with two significant digits. */

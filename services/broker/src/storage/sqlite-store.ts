@@ -6,7 +6,7 @@ import type { JobRecord, ResultRecord } from "../core/types.js";
 import { emptyState, type BrokerStore, type JournalEntry, type PersistedCounters, type RecoveredState } from "./store.js";
 
 /**
- * How hard a commit pushes data to the disk. "full" syncs the write-ahead log
+ * The durability of a commit. "full" syncs the write-ahead log
  * at every commit, so a committed job survives a power loss. "normal" syncs at
  * checkpoints only: a committed job survives the broker process dying, but the
  * last commits can be lost when the machine does. "off" leaves it to the OS.
@@ -16,11 +16,11 @@ export type FsyncPolicy = "full" | "normal" | "off";
 export interface SqliteStoreOptions {
   dataDir: string;
   fsync: FsyncPolicy;
-  /** Most time an appended entry waits for its group commit, in ms. */
+  /** Maximum time an appended entry waits for its group commit, in ms. */
   commitIntervalMs: number;
   /** Results kept for subscribers that resume; older ones are deleted. */
   resultWindow: number;
-  /** Largest size of the store file, in bytes; undefined means no limit but the disk's. */
+  /** Maximum size of the store file, in bytes; undefined means no limit but the disk's. */
   maxBytes?: number | undefined;
   logger: Logger;
 }
