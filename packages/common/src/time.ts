@@ -8,8 +8,8 @@ export function durationOfMs(ms: number): Duration {
   return create(DurationSchema, { seconds: BigInt(seconds), nanos: totalNanos - seconds * 1e9 });
 }
 
-/** Converts a Duration to milliseconds; a missing Duration is 0. */
-export function msOfDuration(duration: Duration | undefined): number {
+/** Converts a Duration, or anything with its two fields, to milliseconds; a missing Duration is 0. */
+export function msOfDuration(duration: Pick<Duration, "seconds" | "nanos"> | undefined): number {
   if (duration === undefined) {
     return 0;
   }

@@ -10,6 +10,7 @@ import { publishHandler } from "./publish.js";
 import { submitHandler } from "./submit.js";
 import { subscribeResultsHandler } from "./subscribe-results.js";
 import { watchStatsHandler } from "./watch-stats.js";
+import { decodePublishRequest } from "./wire.js";
 
 export interface BrokerServiceOptions {
   /** Bearer token that admin RPCs such as CloseQueue require. They are open to every client when it is unset. */
@@ -38,5 +39,8 @@ export function addBrokerService(server: Pick<Server, "addService">, ctx: RpcCon
       }
       callback(null, create(CloseQueueResponseSchema, { alreadyClosed, stats: statsMessageOf(snapshot()) }));
     }),
+  }, {
+    // Publish carries every job in; its requests skip protobuf-es reflection.
+    publish: decodePublishRequest,
   });
 }

@@ -4,6 +4,7 @@ import { MpmcError, PublishResponseSchema, toServiceError, type PublishRequest, 
 import { cancellationSignal, type RpcContext } from "./context.js";
 import { requireWritableStore } from "./durability.js";
 import { jobInputsOf, requireId } from "./validate.js";
+import type { PublishRequestFields } from "./wire.js";
 
 /**
  * Publish reads one request at a time and does not read the next until every
@@ -18,7 +19,8 @@ export function publishHandler(ctx: RpcContext): handleClientStreamingCall<Publi
     let producerId: string | undefined;
 
     const run = async (): Promise<void> => {
-      for await (const request of call as AsyncIterable<PublishRequest>) {
+      // Requests arrive decoded by decodePublishRequest (see broker-service.ts), not as protobuf-es messages.
+      for await (const request of call as unknown as AsyncIterable<PublishRequestFields>) {
         const id = requireId("producer_id", request.producerId);
         if (producerId === undefined) {
           producerId = id;

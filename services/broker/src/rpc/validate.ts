@@ -1,6 +1,7 @@
-import { isValidId, maxIdLength, MpmcError, msOfDuration, type JobSpec } from "@mpmc/common";
+import { isValidId, maxIdLength, MpmcError, msOfDuration } from "@mpmc/common";
 import type { JobInput } from "../core/types.js";
 import type { RequestLimits } from "./limits.js";
+import type { JobSpecFields } from "./wire.js";
 
 /** Checks the fields of incoming requests. Each error names the field and the rule it broke. */
 
@@ -26,7 +27,7 @@ export const minLeaseMs = 100;
 export const maxLeaseMs = 86_400_000;
 
 /** Converts one JobSpec, checking its payload, attributes and sequence against the limits. */
-export function jobInputOf(field: string, spec: JobSpec, limits: RequestLimits): JobInput {
+export function jobInputOf(field: string, spec: JobSpecFields, limits: RequestLimits): JobInput {
   if (spec.payload.length > limits.maxPayloadBytes) {
     throw new MpmcError(
       "resource_exhausted",
@@ -67,7 +68,7 @@ export function jobInputOf(field: string, spec: JobSpec, limits: RequestLimits):
 }
 
 /** Converts a batch of JobSpecs; the whole batch is checked before any job is accepted. */
-export function jobInputsOf(jobs: readonly JobSpec[], limits: RequestLimits): JobInput[] {
+export function jobInputsOf(jobs: readonly JobSpecFields[], limits: RequestLimits): JobInput[] {
   if (jobs.length === 0) {
     throw invalid("jobs must contain at least one job");
   }

@@ -1,9 +1,9 @@
-import { create, equals, fromBinary } from "@bufbuild/protobuf";
+import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { ConsumeResponseSchema, SubscribeResultsResponseSchema } from "@mpmc/common";
+import { ConsumeResponseSchema, PublishRequestSchema, SubscribeResultsResponseSchema } from "@mpmc/common";
 import type { JobRecord, Lease, ResultRecord } from "../core/types.js";
 import { deliveryMessageOf, resultMessageOf } from "./convert.js";
-import { encodeDeliveryBatch, encodeResultBatch } from "./wire.js";
+import { decodePublishRequest, encodeDeliveryBatch, encodeResultBatch } from "./wire.js";
 
 function job(overrides: Partial<JobRecord> = {}): JobRecord {
   return {
@@ -71,5 +71,52 @@ describe("wire encoders", () => {
   it("encode an empty batch", () => {
     const decoded = fromBinary(ConsumeResponseSchema, encodeDeliveryBatch([]));
     expect(decoded.kind.case).toBe("deliveries");
+  });
+});
+
+describe("Publish request decoder", () => {
+  const requests = [
+    create(PublishRequestSchema, { producerId: "p1", jobs: [] }),
+    create(PublishRequestSchema, {
+      producerId: "producer-ü",
+      jobs: [
+        { data: 21n, payload: new Uint8Array([9, 8, 7]), attributes: { a: "1", "ключ": "値" }, sequence: 3n },
+        { data: -(2n ** 63n), sequence: 2n ** 53n, leaseTimeout: { seconds: 12n, nanos: 500_000_000 } },
+        {},
+      ],
+    }),
+  ];
+
+  it("decodes as protobuf-es does", () => {
+    for (const request of requests) {
+      const bytes = toBinary(PublishRequestSchema, request);
+      const decoded = decodePublishRequest(bytes);
+      const reference = fromBinary(PublishRequestSchema, bytes);
+      expect(decoded.producerId).toBe(reference.producerId);
+      expect(decoded.jobs).toHaveLength(reference.jobs.length);
+      decoded.jobs.forEach((job, i) => {
+        const expected = reference.jobs[i]!;
+        expect(job.data).toBe(expected.data);
+        expect([...job.payload]).toEqual([...expected.payload]);
+        expect(job.attributes).toEqual(expected.attributes);
+        expect(job.sequence).toBe(expected.sequence);
+        expect(job.leaseTimeout?.seconds).toBe(expected.leaseTimeout?.seconds);
+        expect(job.leaseTimeout?.nanos).toBe(expected.leaseTimeout?.nanos);
+      });
+    }
+  });
+
+  it("skips unknown fields", () => {
+    const known = toBinary(PublishRequestSchema, requests[1]!);
+    // Field 15 as a varint and field 16 as bytes, which a newer producer might send.
+    const unknown = new Uint8Array([15 << 3, 42, (16 << 3) | 2, 2, 1, 2]);
+    const decoded = decodePublishRequest(new Uint8Array([...unknown, ...known]));
+    expect(decoded.producerId).toBe("producer-ü");
+    expect(decoded.jobs).toHaveLength(3);
+  });
+
+  it("rejects truncated bytes", () => {
+    const bytes = toBinary(PublishRequestSchema, requests[1]!);
+    expect(() => decodePublishRequest(bytes.subarray(0, bytes.length - 3))).toThrow();
   });
 });

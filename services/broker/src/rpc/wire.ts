@@ -1,14 +1,14 @@
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import type { JobRecord, Lease, ResultRecord } from "../core/types.js";
 
 /**
- * Direct protobuf encoders for the two messages the broker sends once per job:
- * delivery batches on Consume and result batches on SubscribeResults. They
- * write the wire format of proto/mpmc/v1 straight from the core's records,
- * without building protobuf-es messages first, because the reflective
- * encoder took about half of the broker's CPU time in the pipeline benchmark.
- * wire.test.ts checks that protobuf-es decodes each output to the message the
- * reflective path builds.
+ * Direct protobuf encoders for the two messages the broker sends once per job,
+ * delivery batches on Consume and result batches on SubscribeResults, and a
+ * direct decoder for the one it receives once per job, PublishRequest. They
+ * read and write the wire format of proto/mpmc/v1 without building
+ * protobuf-es messages, because reflection took about half of the broker's
+ * CPU time in the pipeline benchmark. wire.test.ts checks each against
+ * protobuf-es on the same bytes.
  */
 
 /** ConsumeResponse { deliveries: DeliveryBatch { deliveries } } */
@@ -118,4 +118,110 @@ function writeSecondsNanos(w: BinaryWriter, fieldNo: number, seconds: number, na
     w.tag(2, WireType.Varint).int32(nanos);
   }
   w.join();
+}
+
+/** The fields of a JobSpec that the broker reads; a JobSpec message has them too. */
+export interface JobSpecFields {
+  data: bigint;
+  payload: Uint8Array;
+  attributes: Record<string, string>;
+  sequence: bigint;
+  leaseTimeout?: { seconds: bigint; nanos: number } | undefined;
+}
+
+/** The fields of a PublishRequest, decoded without protobuf-es messages. */
+export interface PublishRequestFields {
+  producerId: string;
+  jobs: JobSpecFields[];
+}
+
+const noPayload = new Uint8Array(0);
+/** Shared by every job without attributes, and never written to; a job with attributes gets its own object. */
+const noAttributes: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+/**
+ * Decodes a PublishRequest. Unknown fields are skipped, as protobuf-es skips
+ * them; malformed bytes throw, and grpc-js then fails the call.
+ */
+export function decodePublishRequest(bytes: Uint8Array): PublishRequestFields {
+  const r = new BinaryReader(bytes);
+  const request: PublishRequestFields = { producerId: "", jobs: [] };
+  while (r.pos < r.len) {
+    const [fieldNo, wireType] = r.tag();
+    if (fieldNo === 1 && wireType === WireType.LengthDelimited) {
+      request.producerId = r.string();
+    } else if (fieldNo === 2 && wireType === WireType.LengthDelimited) {
+      request.jobs.push(readJobSpec(r, r.uint32()));
+    } else {
+      r.skip(wireType, fieldNo);
+    }
+  }
+  return request;
+}
+
+function readJobSpec(r: BinaryReader, length: number): JobSpecFields {
+  const end = r.pos + length;
+  const spec: JobSpecFields = { data: 0n, payload: noPayload, attributes: noAttributes, sequence: 0n, leaseTimeout: undefined };
+  while (r.pos < end) {
+    const [fieldNo, wireType] = r.tag();
+    if (fieldNo === 1 && wireType === WireType.Varint) {
+      spec.data = BigInt(r.int64());
+    } else if (fieldNo === 2 && wireType === WireType.LengthDelimited) {
+      spec.payload = r.bytes();
+    } else if (fieldNo === 3 && wireType === WireType.LengthDelimited) {
+      if (spec.attributes === noAttributes) {
+        spec.attributes = {};
+      }
+      readAttribute(r, r.uint32(), spec.attributes);
+    } else if (fieldNo === 4 && wireType === WireType.Varint) {
+      spec.sequence = BigInt(r.uint64());
+    } else if (fieldNo === 5 && wireType === WireType.LengthDelimited) {
+      spec.leaseTimeout = readSecondsNanos(r, r.uint32());
+    } else {
+      r.skip(wireType, fieldNo);
+    }
+  }
+  checkEnd(r, end, "JobSpec");
+  return spec;
+}
+
+function readAttribute(r: BinaryReader, length: number, into: Record<string, string>): void {
+  const end = r.pos + length;
+  let key = "";
+  let value = "";
+  while (r.pos < end) {
+    const [fieldNo, wireType] = r.tag();
+    if (fieldNo === 1 && wireType === WireType.LengthDelimited) {
+      key = r.string();
+    } else if (fieldNo === 2 && wireType === WireType.LengthDelimited) {
+      value = r.string();
+    } else {
+      r.skip(wireType, fieldNo);
+    }
+  }
+  checkEnd(r, end, "attributes entry");
+  into[key] = value;
+}
+
+function readSecondsNanos(r: BinaryReader, length: number): { seconds: bigint; nanos: number } {
+  const end = r.pos + length;
+  const duration = { seconds: 0n, nanos: 0 };
+  while (r.pos < end) {
+    const [fieldNo, wireType] = r.tag();
+    if (fieldNo === 1 && wireType === WireType.Varint) {
+      duration.seconds = BigInt(r.int64());
+    } else if (fieldNo === 2 && wireType === WireType.Varint) {
+      duration.nanos = r.int32();
+    } else {
+      r.skip(wireType, fieldNo);
+    }
+  }
+  checkEnd(r, end, "Duration");
+  return duration;
+}
+
+function checkEnd(r: BinaryReader, end: number, what: string): void {
+  if (r.pos !== end) {
+    throw new Error(`invalid ${what}: its fields run past its length`);
+  }
 }
