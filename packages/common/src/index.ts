@@ -11,6 +11,7 @@ export { startGrpcServer, type GrpcServerOptions, type RunningGrpcServer } from 
 export { connectTo, createSessionManager, createTransport } from "./grpc/client.js";
 export { createLogger, type Logger, type LogFormat, type LoggerOptions } from "./logger.js";
 export {
+  defaultProcessId,
   durationIn,
   integerIn,
   isValidId,

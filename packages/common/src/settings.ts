@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { InvalidArgumentError } from "commander";
 
 /**
@@ -72,6 +73,12 @@ export function parseAddress(value: string): string {
     throw new InvalidArgumentError('expected "host:port", e.g. "127.0.0.1:50051"');
   }
   return trimmed;
+}
+
+/** Returns HOST-PID with the host name reduced to id characters: unique per process on one host. */
+export function defaultProcessId(): string {
+  const host = hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 100);
+  return `${host}-${process.pid}`;
 }
 
 /** Parses a non-empty identifier of letters, digits, ".", "_" and "-", at most 128 characters. */

@@ -8,5 +8,5 @@ export {
   type HandlerJob,
   type JobHandler,
 } from "./handler.js";
-export { consumerOptions, defaultConsumerId, type ConsumerSettings } from "./settings.js";
+export { consumerOptions, type ConsumerSettings } from "./settings.js";
 export { runConsumer } from "./main.js";

@@ -1,4 +1,5 @@
 import {
+  defaultProcessId,
   BrokerService,
   collectDefaultMetrics,
   connectTo,
@@ -12,14 +13,14 @@ import {
 import { Consumer, type ConsumerReport } from "./consumer.js";
 import { loadHandler, simulatedWork } from "./handler.js";
 import { instrumentHandler } from "./metrics.js";
-import { defaultConsumerId, type ConsumerSettings } from "./settings.js";
+import type { ConsumerSettings } from "./settings.js";
 
 /**
  * Runs a consumer process until the queue drains or SIGTERM stops it. Exits
  * with 0 in both cases, and with 1 when the stream fails.
  */
 export async function runConsumer(settings: ConsumerSettings): Promise<ConsumerReport> {
-  const id = settings.id || defaultConsumerId();
+  const id = settings.id || defaultProcessId();
   const logger = createLogger({ name: "consumer", level: settings.logLevel, format: settings.logFormat }).child({ consumerId: id });
   const concurrency = settings.concurrency ?? settings.credit;
   if (concurrency > settings.credit) {

@@ -1,4 +1,3 @@
-import { hostname } from "node:os";
 import { Option } from "commander";
 import {
   brokerAddressOption,
@@ -27,12 +26,6 @@ export interface ConsumerSettings extends LogSettings, MetricsSettings, ClientTl
   handler: string | undefined;
   queueWarn: number;
   shutdownGrace: number;
-}
-
-/** A default id that is unique per process on one host. */
-export function defaultConsumerId(): string {
-  const host = hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 100);
-  return `${host}-${process.pid}`;
 }
 
 export function consumerOptions(): Option[] {

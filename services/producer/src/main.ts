@@ -1,4 +1,5 @@
 import {
+  defaultProcessId,
   BrokerService,
   collectDefaultMetrics,
   connectTo,
@@ -11,7 +12,7 @@ import {
 } from "@mpmc/common";
 import { instrumentPublish } from "./metrics.js";
 import { runProducerLoop, type Pace, type ProducerLoopReport } from "./producer.js";
-import { defaultProducerId, type ProducerSettings } from "./settings.js";
+import type { ProducerSettings } from "./settings.js";
 
 export function paceOf(settings: ProducerSettings): Pace {
   if (settings.count !== undefined) {
@@ -25,7 +26,7 @@ export function paceOf(settings: ProducerSettings): Pace {
 
 /** Runs the producer loops of one process. SIGTERM ends them early; what was sent still counts. */
 export async function runProducer(settings: ProducerSettings): Promise<ProducerLoopReport[]> {
-  const id = settings.id ?? defaultProducerId();
+  const id = settings.id ?? defaultProcessId();
   const logger = createLogger({ name: "producer", level: settings.logLevel, format: settings.logFormat });
   const tls = readClientTls(settings);
   const connection = createSessionManager(settings.broker, tls);

@@ -13,7 +13,7 @@ import {
   type PublishRequest,
 } from "@mpmc/common";
 
-/** How one producer loop paces its jobs. */
+/** The pacing of one producer loop. */
 export type Pace =
   | { kind: "random-pause"; pauseMs: MsRange; durationMs: number }
   | { kind: "fixed-rate"; jobsPerSecond: number; durationMs: number }
@@ -149,7 +149,7 @@ export async function runProducerLoop(
   return report;
 }
 
-/** An AbortSignal that aborts delayMs after signal aborts. */
+/** Returns an AbortSignal that aborts delayMs after signal aborts. */
 function cancelLater(signal: AbortSignal, delayMs: number): AbortSignal {
   const controller = new AbortController();
   signal.addEventListener(
@@ -181,7 +181,7 @@ async function withReconnects<T>(logger: Logger, signal: AbortSignal | undefined
 }
 
 /**
- * One Publish stream's requests: first the jobs a broken stream left
+ * Yields one Publish stream's requests: first the jobs a broken stream left
  * unconfirmed, then new jobs until the stream has carried maxJobsPerStream or
  * the source is finished. Every job sent is appended to unconfirmed.
  */
@@ -255,7 +255,7 @@ class JobSource {
     return jobs;
   }
 
-  /** Waits between jobs as the pace says; returns early when the signal aborts. */
+  /** Waits between jobs as the pace sets; returns early when the signal aborts. */
   async pause(): Promise<void> {
     const pace = this.options.pace;
     let delayMs = 0;

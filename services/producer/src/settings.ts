@@ -1,4 +1,3 @@
-import { hostname } from "node:os";
 import { Option } from "commander";
 import {
   brokerAddressOption,
@@ -28,11 +27,6 @@ export interface ProducerSettings extends LogSettings, MetricsSettings, ClientTl
   pauseMs: MsRange;
   batchSize: number;
   payloadBytes: number;
-}
-
-export function defaultProducerId(): string {
-  const host = hostname().replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 100);
-  return `${host}-${process.pid}`;
 }
 
 export function producerOptions(): Option[] {

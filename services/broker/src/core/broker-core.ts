@@ -177,7 +177,7 @@ export class BrokerCore {
     this.changed();
   }
 
-  /** The counters a durable store keeps, read by the store at each commit. */
+  /** Returns the counters a durable store keeps; the store reads them at each commit. */
   persistentCounters(): PersistedCounters {
     return { ...this.counters.toPersisted(), purged: this.deadLetters.purged, closed: this.closedFlag };
   }
@@ -288,7 +288,7 @@ export class BrokerCore {
     return { accepted, duplicates, consumed };
   }
 
-  /** The highest sequence number accepted from a producer, where it resumes after a broken stream. */
+  /** Returns the highest sequence number accepted from a producer, where it resumes after a broken stream. */
   producerCursor(producerId: string): number {
     return this.counters.lastSequence(producerId);
   }
