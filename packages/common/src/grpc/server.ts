@@ -86,7 +86,12 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Runni
   const shutdown = (graceMs: number): Promise<void> => {
     shutdownPromise ??= new Promise<void>((resolve) => {
       setServing("NOT_SERVING");
-      const force = setTimeout(() => server.forceShutdown(), graceMs);
+      // forceShutdown destroys the sessions, but tryShutdown calls back only once
+      // every server and session reports closed, so resolve here too rather than hang.
+      const force = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, graceMs);
       force.unref();
       server.tryShutdown(() => {
         clearTimeout(force);
