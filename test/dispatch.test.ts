@@ -1,9 +1,10 @@
-import type { BrokerStats, ConsumerStats } from "@mpmc/common";
 import { afterEach, describe, expect, it } from "vitest";
 import { startTestBroker, type TestBroker } from "./support/broker.js";
 import { ScriptedConsumer } from "./support/consumer-stream.js";
 import { killIfRunning, startCli, type CliProcess } from "./support/processes.js";
 import { waitFor } from "./support/wait.js";
+import { exitOf, finalReportOf } from "./support/process-exit.js";
+import { consumerIn, statsOf } from "./support/stats.js";
 
 type BrokerClient = TestBroker["client"];
 
@@ -33,40 +34,6 @@ function attachScripted(client: BrokerClient, consumerId: string, credit: number
   const consumer = new ScriptedConsumer(client, consumerId, credit);
   scriptedConsumers.push(consumer);
   return consumer;
-}
-
-/** Resolves with the exit code or signal, or fails with the process's stderr after timeoutMs. */
-async function exitOf(proc: CliProcess, name: string, timeoutMs = 20_000): Promise<number | NodeJS.Signals> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${name} to exit, stderr: ${proc.stderr()}`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([proc.exited, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function statsOf(client: BrokerClient): Promise<BrokerStats> {
-  const { stats } = await client.getStats({});
-  if (stats === undefined) {
-    throw new Error("GetStats returned no stats");
-  }
-  return stats;
-}
-
-function consumerIn(stats: BrokerStats, consumerId: string): ConsumerStats {
-  const consumer = stats.consumers.find((c) => c.consumerId === consumerId);
-  if (consumer === undefined) {
-    throw new Error(`consumer "${consumerId}" is missing from the stats`);
-  }
-  return consumer;
-}
-
-/** Waits for the consumer's last log line, which carries its own count of processed jobs. */
-function finalReportOf(proc: CliProcess, name: string): Promise<Record<string, unknown>> {
-  return waitFor(`the final report of ${name}`, () => proc.logs().find((line) => line["msg"] === "consumer stream ended"));
 }
 
 function consumerArgs(address: string, id: string, credit: number, workMs: string): string[] {

@@ -1,11 +1,14 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { BrokerStats, ConsumerStats, PublishRequestSchema, Result, SubscribeResultsResponse } from "@mpmc/common";
+import type { PublishRequestSchema } from "@mpmc/common";
 import { afterEach, describe, expect, it } from "vitest";
 import { startTestBroker, type TestBroker } from "./support/broker.js";
 import { ScriptedConsumer } from "./support/consumer-stream.js";
 import { killIfRunning, startCli, type CliProcess } from "./support/processes.js";
 import { waitFor } from "./support/wait.js";
+import { ResultSubscription } from "./support/results.js";
+import { exitOf, finalReportOf } from "./support/process-exit.js";
+import { consumerIn, statsOf } from "./support/stats.js";
 
 type BrokerClient = TestBroker["client"];
 
@@ -29,43 +32,8 @@ afterEach(async () => {
   broker = undefined;
 });
 
-/** Reads one SubscribeResults stream in the background and records what it receives, in order. */
-class ResultSubscription {
-  readonly results: Result[] = [];
-  /** The case of every message received, in order. */
-  readonly kinds: string[] = [];
-  finalStats: BrokerStats | undefined;
-  /** Set when the stream ends: "ok", or the error's message. */
-  ended: string | undefined;
-  private readonly abort = new AbortController();
-
-  constructor(client: BrokerClient, subscriberId: string) {
-    void this.read(client.subscribeResults({ subscriberId }, { signal: this.abort.signal }));
-  }
-
-  private async read(responses: AsyncIterable<SubscribeResultsResponse>): Promise<void> {
-    try {
-      for await (const response of responses) {
-        this.kinds.push(response.kind.case ?? "none");
-        if (response.kind.case === "results") {
-          this.results.push(...response.kind.value.results);
-        } else if (response.kind.case === "finalStats") {
-          this.finalStats = response.kind.value;
-        }
-      }
-      this.ended = "ok";
-    } catch (err) {
-      this.ended = err instanceof Error ? err.message : String(err);
-    }
-  }
-
-  cancel(): void {
-    this.abort.abort();
-  }
-}
-
 function subscribe(client: BrokerClient, subscriberId: string): ResultSubscription {
-  const subscription = new ResultSubscription(client, subscriberId);
+  const subscription = new ResultSubscription(client, subscriberId, "now");
   subscriptions.push(subscription);
   return subscription;
 }
@@ -82,19 +50,6 @@ function attachScripted(client: BrokerClient, consumerId: string, credit: number
   return consumer;
 }
 
-/** Resolves with the exit code or signal, or fails with the process's stderr after timeoutMs. */
-async function exitOf(proc: CliProcess, name: string, timeoutMs = 20_000): Promise<number | NodeJS.Signals> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${name} to exit, stderr: ${proc.stderr()}`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([proc.exited, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Returns the ConnectError a call failed with, and fails the test when the call succeeds. */
 async function errorOf(call: Promise<unknown>): Promise<ConnectError> {
   try {
@@ -103,27 +58,6 @@ async function errorOf(call: Promise<unknown>): Promise<ConnectError> {
     return ConnectError.from(err);
   }
   throw new Error("expected the call to fail, but it succeeded");
-}
-
-async function statsOf(client: BrokerClient): Promise<BrokerStats> {
-  const { stats } = await client.getStats({});
-  if (stats === undefined) {
-    throw new Error("GetStats returned no stats");
-  }
-  return stats;
-}
-
-function consumerIn(stats: BrokerStats, consumerId: string): ConsumerStats {
-  const consumer = stats.consumers.find((c) => c.consumerId === consumerId);
-  if (consumer === undefined) {
-    throw new Error(`consumer "${consumerId}" is missing from the stats`);
-  }
-  return consumer;
-}
-
-/** Waits for the consumer's last log line, which carries its own counts. */
-function finalReportOf(proc: CliProcess, name: string): Promise<Record<string, unknown>> {
-  return waitFor(`the final report of ${name}`, () => proc.logs().find((line) => line["msg"] === "consumer stream ended"));
 }
 
 async function submitJobs(client: BrokerClient, data: bigint[]): Promise<bigint[]> {

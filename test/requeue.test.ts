@@ -1,12 +1,14 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { BrokerStats, ConsumerStats, Result, SubscribeResultsResponse } from "@mpmc/common";
 import { afterEach, describe, expect, it } from "vitest";
 import { startTestBroker, type TestBroker } from "./support/broker.js";
 import { ScriptedConsumer } from "./support/consumer-stream.js";
 import { killIfRunning, startCli, type CliProcess } from "./support/processes.js";
 import { waitFor } from "./support/wait.js";
+import { ResultSubscription } from "./support/results.js";
+import { exitOf } from "./support/process-exit.js";
+import { consumerIn, statsOf } from "./support/stats.js";
 
 type BrokerClient = TestBroker["client"];
 
@@ -35,40 +37,8 @@ afterEach(async () => {
   }
 });
 
-/** Reads one SubscribeResults stream in the background and records what it receives. */
-class ResultSubscription {
-  readonly results: Result[] = [];
-  finalStats: BrokerStats | undefined;
-  /** Set when the stream ends: "ok", or the error's message. */
-  ended: string | undefined;
-  private readonly abort = new AbortController();
-
-  constructor(client: BrokerClient, subscriberId: string) {
-    void this.read(client.subscribeResults({ subscriberId }, { signal: this.abort.signal }));
-  }
-
-  private async read(responses: AsyncIterable<SubscribeResultsResponse>): Promise<void> {
-    try {
-      for await (const response of responses) {
-        if (response.kind.case === "results") {
-          this.results.push(...response.kind.value.results);
-        } else if (response.kind.case === "finalStats") {
-          this.finalStats = response.kind.value;
-        }
-      }
-      this.ended = "ok";
-    } catch (err) {
-      this.ended = err instanceof Error ? err.message : String(err);
-    }
-  }
-
-  cancel(): void {
-    this.abort.abort();
-  }
-}
-
 function subscribe(client: BrokerClient, subscriberId: string): ResultSubscription {
-  const subscription = new ResultSubscription(client, subscriberId);
+  const subscription = new ResultSubscription(client, subscriberId, "now");
   subscriptions.push(subscription);
   return subscription;
 }
@@ -82,35 +52,6 @@ function startProcess(args: string[]): CliProcess {
 function attachScripted(client: BrokerClient, consumerId: string, credit: number): ScriptedConsumer {
   const consumer = new ScriptedConsumer(client, consumerId, credit);
   scriptedConsumers.push(consumer);
-  return consumer;
-}
-
-/** Resolves with the exit code or signal, or fails with the process's stderr after timeoutMs. */
-async function exitOf(proc: CliProcess, name: string, timeoutMs = 20_000): Promise<number | NodeJS.Signals> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${name} to exit, stderr: ${proc.stderr()}`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([proc.exited, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function statsOf(client: BrokerClient): Promise<BrokerStats> {
-  const { stats } = await client.getStats({});
-  if (stats === undefined) {
-    throw new Error("GetStats returned no stats");
-  }
-  return stats;
-}
-
-function consumerIn(stats: BrokerStats, consumerId: string): ConsumerStats {
-  const consumer = stats.consumers.find((c) => c.consumerId === consumerId);
-  if (consumer === undefined) {
-    throw new Error(`consumer "${consumerId}" is missing from the stats`);
-  }
   return consumer;
 }
 

@@ -1,4 +1,5 @@
 import type { CliProcess } from "./processes.js";
+import { waitFor } from "./wait.js";
 
 /** Resolves with the exit code or signal, or fails with the process's stderr after timeoutMs. */
 export async function exitOf(proc: CliProcess, name: string, timeoutMs = 20_000): Promise<number | NodeJS.Signals> {
@@ -28,4 +29,9 @@ export async function killAndWait(proc: CliProcess): Promise<void> {
 /** Returns the process's first JSON log line with this msg, or undefined when it has not logged one yet. */
 export function logLineOf(proc: CliProcess, msg: string): Record<string, unknown> | undefined {
   return proc.logs().find((line) => line["msg"] === msg);
+}
+
+/** Waits for a consumer's last log line, which carries its own counts. */
+export function finalReportOf(proc: CliProcess, name: string): Promise<Record<string, unknown>> {
+  return waitFor(`the final report of ${name}`, () => proc.logs().find((line) => line["msg"] === "consumer stream ended"));
 }

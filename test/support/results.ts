@@ -13,6 +13,8 @@ type BrokerClient = TestBroker["client"];
  */
 export class ResultSubscription {
   readonly results: Result[] = [];
+  /** The case of every message received, in order. */
+  readonly kinds: string[] = [];
   finalStats: BrokerStats | undefined;
   /** Set when the stream ends: "ok", or the error's message. */
   ended: string | undefined;
@@ -28,6 +30,7 @@ export class ResultSubscription {
   private async read(responses: AsyncIterable<SubscribeResultsResponse>): Promise<void> {
     try {
       for await (const response of responses) {
+        this.kinds.push(response.kind.case ?? "none");
         if (response.kind.case === "results") {
           this.results.push(...response.kind.value.results);
         } else if (response.kind.case === "finalStats") {
