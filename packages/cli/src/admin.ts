@@ -1,6 +1,7 @@
 import { toJsonString } from "@bufbuild/protobuf";
 import { Command } from "commander";
 import {
+  adminTokenHeaders,
   adminTokenOption,
   BrokerService,
   BrokerStatsSchema,
@@ -65,7 +66,7 @@ export function closeCommand(): Command {
       .addOption(brokerAddressOption())
       .addOption(adminTokenOption("admin token the broker requires, sent as \"authorization: Bearer <token>\"; prefer MPMC_ADMIN_TOKEN, since other users can read command lines")),
   ).action(async (options: { broker: string; adminToken?: string } & ClientTlsSettings) => {
-    const headers: Record<string, string> = options.adminToken === undefined ? {} : { authorization: `Bearer ${options.adminToken}` };
+    const headers = adminTokenHeaders(options.adminToken);
     const response = await connectTo(BrokerService, options.broker, readClientTls(options)).closeQueue({}, { timeoutMs: 10_000, headers });
     const state = response.alreadyClosed ? "was already closed" : "closed";
     process.stdout.write(`queue ${state}; ${response.stats?.queued ?? 0} queued and ${response.stats?.inFlight ?? 0} in flight left to drain\n`);

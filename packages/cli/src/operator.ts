@@ -1,6 +1,7 @@
 import { toJsonString } from "@bufbuild/protobuf";
 import { Command, InvalidArgumentError, Option } from "commander";
 import {
+  adminTokenHeaders,
   adminTokenOption,
   BrokerService,
   brokerAddressOption,
@@ -27,10 +28,6 @@ interface BrokerCallOptions extends ClientTlsSettings {
 
 function brokerClient(options: BrokerCallOptions): ReturnType<typeof connectTo<typeof BrokerService>> {
   return connectTo(BrokerService, options.broker, readClientTls(options));
-}
-
-function adminHeaders(options: BrokerCallOptions): Record<string, string> {
-  return options.adminToken === undefined ? {} : { authorization: `Bearer ${options.adminToken}` };
 }
 
 function parseJobId(value: string): bigint {
@@ -108,7 +105,7 @@ export function deadLettersCommand(): Command {
       .action(async (ids: string[], options: BrokerCallOptions & { all?: boolean }) => {
         const response = await brokerClient(options).requeueDeadLetters(targetsOf(ids, options.all), {
           timeoutMs: 10_000,
-          headers: adminHeaders(options),
+          headers: adminTokenHeaders(options.adminToken),
         });
         process.stdout.write(`${response.requeued} dead letters requeued${notFound(ids, options.all, response.requeued)}\n`);
       }),
@@ -121,7 +118,7 @@ export function deadLettersCommand(): Command {
       .action(async (ids: string[], options: BrokerCallOptions & { all?: boolean }) => {
         const response = await brokerClient(options).purgeDeadLetters(targetsOf(ids, options.all), {
           timeoutMs: 10_000,
-          headers: adminHeaders(options),
+          headers: adminTokenHeaders(options.adminToken),
         });
         process.stdout.write(`${response.purged} dead letters purged${notFound(ids, options.all, response.purged)}\n`);
       }),
@@ -162,7 +159,7 @@ export function leasesCommand(): Command {
     adminCommand("release", "take a job back from its consumer; it returns to the front of the queue with its attempt raised")
       .argument("<job-id>", "the job to take back", parseJobId)
       .action(async (jobId: bigint, options: BrokerCallOptions) => {
-        const response = await brokerClient(options).releaseLease({ jobId }, { timeoutMs: 10_000, headers: adminHeaders(options) });
+        const response = await brokerClient(options).releaseLease({ jobId }, { timeoutMs: 10_000, headers: adminTokenHeaders(options.adminToken) });
         process.stdout.write(`job ${jobId} taken back from ${response.released?.consumerId ?? "its consumer"}\n`);
       }),
   );

@@ -27,6 +27,11 @@ export function checkAdminToken(metadata: Metadata, adminToken: string | undefin
   }
 }
 
+/** Returns the gRPC metadata that carries an admin token, or none when the token is unset. */
+export function adminTokenHeaders(adminToken: string | undefined): Record<string, string> {
+  return adminToken === undefined ? {} : { authorization: `Bearer ${adminToken}` };
+}
+
 export interface AdminAuth {
   /** Bearer token that admin calls must carry. Every call passes when it is undefined. */
   adminToken: string | undefined;

@@ -23,6 +23,7 @@ export {
   randomInRange,
   type MsRange,
 } from "./settings.js";
+export { Backoff } from "./backoff.js";
 export { durationOfMs, msOfDuration, msOfTimestamp, timestampOfMs } from "./time.js";
 export { notifyParent, stopOnSignals, type ChildMessage } from "./process.js";
 export {
@@ -35,7 +36,7 @@ export {
   tlsOptions,
   type LogSettings,
 } from "./cli-options.js";
-export { checkAdminToken, requireAdminToken, type AdminAuth } from "./auth.js";
+export { adminTokenHeaders, checkAdminToken, requireAdminToken, type AdminAuth } from "./auth.js";
 export {
   metricsDisabledPort,
   serveMetrics,

@@ -4,6 +4,7 @@ import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { createWritableIterable, type WritableIterable } from "@connectrpc/connect/protocol";
 import {
   AckSchema,
+  Backoff,
   ConsumeRequestSchema,
   NackSchema,
   durationOfMs,
@@ -117,14 +118,14 @@ export class Consumer {
     this.state = "consuming";
     const { logger } = this.options;
     const backoff = this.options.reconnect ?? { minMs: 200, maxMs: 10_000 };
-    let delayMs = backoff.minMs;
+    const delays = new Backoff(backoff.minMs, backoff.maxMs);
     try {
       for (;;) {
         const openedAt = performance.now();
         const outcome = await this.consumeOnce();
         if (performance.now() - openedAt > stableStreamMs) {
           // The last stream worked for a while, so this failure starts a new series of retries.
-          delayMs = backoff.minMs;
+          delays.reset();
         }
         if (outcome === "ended") {
           const { consumerId: _consumerId, ...fields } = this.report;
@@ -139,10 +140,9 @@ export class Consumer {
           throw outcome;
         }
         this.report.reconnects++;
-        const wait = delayMs * (0.5 + Math.random() / 2);
+        const wait = delays.next();
         logger.warn({ err: outcome, retryInMs: Math.round(wait) }, "consume stream failed; connecting again");
         await sleep(wait, undefined, { signal: this.stopController.signal }).catch(() => {});
-        delayMs = Math.min(backoff.maxMs, delayMs * 2);
         if (this.state !== "consuming") {
           return { ...this.report };
         }

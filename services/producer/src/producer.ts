@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import {
+  Backoff,
   JobSpecSchema,
   PublishRequestSchema,
   randomInRange,
@@ -93,7 +94,7 @@ export async function runProducerLoop(
     elapsedMs: 0,
   };
   let unconfirmed: JobSpec[] = [];
-  let delayMs = reconnectMinMs;
+  const delays = new Backoff(reconnectMinMs, reconnectMaxMs);
   // Stopping ends the stream cleanly, unless the broker does not read it (a full queue); then it is cancelled.
   const cancelAfterStop = cancelLater(signal, stopGraceMs);
 
@@ -104,7 +105,7 @@ export async function runProducerLoop(
       report.created += Number(response.accepted);
       report.duplicates += Number(response.duplicates);
       unconfirmed = [];
-      delayMs = reconnectMinMs;
+      delays.reset();
       if (source.finished()) {
         break;
       }
@@ -121,12 +122,11 @@ export async function runProducerLoop(
       report.reconnects++;
       if (performance.now() - openedAt > stableStreamMs) {
         // The stream worked for a while, so this failure starts a new series of retries.
-        delayMs = reconnectMinMs;
+        delays.reset();
       }
-      const wait = delayMs * (0.5 + Math.random() / 2);
+      const wait = delays.next();
       logger.warn({ err, unconfirmed: unconfirmed.length, retryInMs: Math.round(wait) }, "publish stream failed; resuming");
       await sleep(wait, undefined, { signal }).catch(() => {});
-      delayMs = Math.min(reconnectMaxMs, delayMs * 2);
       let cursorAfterFailure: bigint;
       try {
         cursorAfterFailure = (await withReconnects(logger, signal, () => client.getProducerCursor({ producerId }))).lastSequence;
@@ -164,7 +164,7 @@ function cancelLater(signal: AbortSignal, delayMs: number): AbortSignal {
 
 /** Calls a unary RPC until it succeeds, waiting with backoff and jitter while the broker is unreachable. */
 async function withReconnects<T>(logger: Logger, signal: AbortSignal | undefined, call: () => Promise<T>): Promise<T> {
-  let delayMs = reconnectMinMs;
+  const delays = new Backoff(reconnectMinMs, reconnectMaxMs);
   for (;;) {
     try {
       return await call();
@@ -172,10 +172,9 @@ async function withReconnects<T>(logger: Logger, signal: AbortSignal | undefined
       if (signal?.aborted || finalCodes.has(ConnectError.from(err).code)) {
         throw err;
       }
-      const wait = delayMs * (0.5 + Math.random() / 2);
+      const wait = delays.next();
       logger.warn({ err, retryInMs: Math.round(wait) }, "broker unreachable; retrying");
       await sleep(wait, undefined, { signal }).catch(() => {});
-      delayMs = Math.min(reconnectMaxMs, delayMs * 2);
     }
   }
 }

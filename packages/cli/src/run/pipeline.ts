@@ -1,6 +1,6 @@
 import { writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
-import { AggregatorService, BrokerService, connectTo, type Logger } from "@mpmc/common";
+import { AggregatorService, BrokerService, adminTokenHeaders, connectTo, type Logger } from "@mpmc/common";
 import { Child } from "./children.js";
 import { findProblems, formatReport, reportJson, type RunReport, type Stage } from "./report.js";
 import type { RunSettings } from "./settings.js";
@@ -73,7 +73,7 @@ export class Pipeline {
 
     // The forked broker inherits MPMC_ADMIN_TOKEN from this process, and then requires it on CloseQueue.
     const adminToken = process.env.MPMC_ADMIN_TOKEN;
-    const headers: Record<string, string> = adminToken === undefined ? {} : { authorization: `Bearer ${adminToken}` };
+    const headers = adminTokenHeaders(adminToken);
     const closed = await brokerClient.closeQueue({}, { timeoutMs: 10_000, headers });
     this.stage(`queue closed with ${closed.stats?.queued ?? 0} queued and ${closed.stats?.inFlight ?? 0} in flight`);
 

@@ -2,23 +2,19 @@ import { create } from "@bufbuild/protobuf";
 import {
   BrokerStatsSchema,
   DeadLetterSchema,
-  DeliverySchema,
   LeaseInfoSchema,
   QueueGaugesSchema,
   JobSchema,
-  ResultSchema,
   durationOfMs,
   timestampOfMs,
   type BrokerStats,
   type DeadLetter,
-  type Delivery,
   type LeaseInfo,
   type QueueGauges,
   type Job,
-  type Result,
 } from "@mpmc/common";
 import type { DeadLetterRecord } from "../core/dead-letters.js";
-import type { BrokerSnapshot, JobRecord, Lease, LeaseInfo as LeaseInfoRecord, QueueGauges as GaugesRecord, ResultRecord } from "../core/types.js";
+import type { BrokerSnapshot, JobRecord, LeaseInfo as LeaseInfoRecord, QueueGauges as GaugesRecord } from "../core/types.js";
 
 /** Converts the core's records to wire messages. */
 
@@ -32,30 +28,6 @@ export function jobMessageOf(job: JobRecord): Job {
     createdAt: timestampOfMs(job.createdAtMs),
     attempt: job.attempt,
     sequence: BigInt(job.sequence),
-  });
-}
-
-export function deliveryMessageOf(lease: Lease): Delivery {
-  return create(DeliverySchema, {
-    job: jobMessageOf(lease.job),
-    leaseToken: BigInt(lease.token),
-    leaseDeadline: timestampOfMs(lease.deadlineMs),
-    queueWait: durationOfMs(lease.deliveredAtMs - lease.job.createdAtMs),
-  });
-}
-
-export function resultMessageOf(result: ResultRecord): Result {
-  return create(ResultSchema, {
-    jobId: BigInt(result.jobId),
-    consumerId: result.consumerId,
-    output: result.output,
-    processingDuration: durationOfMs(result.processingMs),
-    queueWait: durationOfMs(result.queueWaitMs),
-    producerId: result.producerId,
-    data: result.data,
-    attempt: result.attempt,
-    resultSequence: BigInt(result.sequence),
-    completedAt: timestampOfMs(result.completedAtMs),
   });
 }
 

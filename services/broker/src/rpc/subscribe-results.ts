@@ -52,12 +52,13 @@ export function subscribeResultsHandler(
 
     let waitingForStore = false;
 
-    /** Sends what the window holds after the cursor, up to what the store has committed, until the stream pushes back. */
+    /** Sends the window's results after the cursor, up to what the store has committed, until the stream pushes back. */
     const flush = (): void => {
       while (!ended && !waitingForDrain) {
         const kept = core.resultsAfter(cursor, maxBatch);
         const committed = ctx.store.committedResultSequence;
-        const batch = kept?.filter((result) => result.sequence <= committed);
+        // In memory mode every result counts as committed, so the batch is not copied.
+        const batch = committed >= core.lastResultSequence ? kept : kept?.filter((result) => result.sequence <= committed);
         if (batch !== undefined && kept !== undefined && batch.length < kept.length && !waitingForStore) {
           // Results settle before they are durable; send the rest once the store commits them.
           waitingForStore = true;

@@ -1,9 +1,45 @@
 import { create, equals, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { ConsumeResponseSchema, PublishRequestSchema, SubscribeResultsResponseSchema } from "@mpmc/common";
+import {
+  ConsumeResponseSchema,
+  DeliverySchema,
+  PublishRequestSchema,
+  ResultSchema,
+  SubscribeResultsResponseSchema,
+  durationOfMs,
+  timestampOfMs,
+  type Delivery,
+  type Result,
+} from "@mpmc/common";
 import type { JobRecord, Lease, ResultRecord } from "../core/types.js";
-import { deliveryMessageOf, resultMessageOf } from "./convert.js";
+import { jobMessageOf } from "./convert.js";
 import { decodePublishRequest, encodeDeliveryBatch, encodeResultBatch } from "./wire.js";
+
+/** The reference: the Delivery protobuf-es builds, which the direct encoder must match. */
+function deliveryMessageOf(lease: Lease): Delivery {
+  return create(DeliverySchema, {
+    job: jobMessageOf(lease.job),
+    leaseToken: BigInt(lease.token),
+    leaseDeadline: timestampOfMs(lease.deadlineMs),
+    queueWait: durationOfMs(lease.deliveredAtMs - lease.job.createdAtMs),
+  });
+}
+
+/** The reference: the Result protobuf-es builds, which the direct encoder must match. */
+function resultMessageOf(result: ResultRecord): Result {
+  return create(ResultSchema, {
+    jobId: BigInt(result.jobId),
+    consumerId: result.consumerId,
+    output: result.output,
+    processingDuration: durationOfMs(result.processingMs),
+    queueWait: durationOfMs(result.queueWaitMs),
+    producerId: result.producerId,
+    data: result.data,
+    attempt: result.attempt,
+    resultSequence: BigInt(result.sequence),
+    completedAt: timestampOfMs(result.completedAtMs),
+  });
+}
 
 function job(overrides: Partial<JobRecord> = {}): JobRecord {
   return {
