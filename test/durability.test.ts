@@ -17,7 +17,7 @@ interface ResultLine {
   output?: string;
 }
 
-/** A free loopback port. The broker restarts on the same one, so clients find it again. */
+/** Returns a free loopback port. The broker restarts on the same one, so clients find it again. */
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();

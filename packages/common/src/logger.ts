@@ -10,7 +10,7 @@ export interface LoggerOptions {
   name: string;
   level: LevelWithSilent;
   format: LogFormat;
-  /** Where lines go: 1 for stdout (services), 2 for stderr (commands that print results). */
+  /** Output file descriptor: 1 for stdout (services), 2 for stderr (commands that print results). */
   fd?: 1 | 2;
 }
 

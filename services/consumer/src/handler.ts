@@ -27,7 +27,7 @@ export interface HandlerJob {
  */
 export type JobHandler = (job: HandlerJob, signal: AbortSignal) => Promise<bigint | number>;
 
-/** A handler error that says the job must not be retried. */
+/** A handler error that marks its job as not retryable. */
 export class PermanentJobError extends Error {
   override readonly name = "PermanentJobError";
   readonly permanent = true;

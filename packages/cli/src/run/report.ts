@@ -9,7 +9,7 @@ export interface Stage {
 
 export interface RunReport {
   ok: boolean;
-  /** Why ok is false; empty when ok. */
+  /** Reasons why ok is false; empty when ok. */
   problems: string[];
   stages: Stage[];
   stats: BrokerStats;
@@ -76,7 +76,7 @@ export function formatReport(report: RunReport): string {
   return lines.join("\n") + "\n";
 }
 
-/** The report as JSON, with the messages in protobuf's JSON form. */
+/** Returns the report as JSON, with the messages in protobuf's JSON form. */
 export function reportJson(report: RunReport): string {
   return JSON.stringify(
     {

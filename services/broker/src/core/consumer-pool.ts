@@ -5,7 +5,7 @@
  * once. Among equals, the one waiting longest goes first.
  */
 export class ConsumerPool<K> {
-  /** buckets[n] holds the ready consumers that hold n jobs, in the order they became ready. */
+  /** buckets[n] contains the ready consumers that hold n jobs, in the order they became ready. */
   private readonly buckets: Set<K>[] = [];
   private readonly loadOf = new Map<K, number>();
 

@@ -72,7 +72,7 @@ export class Counters {
     this.consumer(consumerId).failedAttempts++;
   }
 
-  /** The counters that a durable store keeps, without the histogram; purged is the caller's. */
+  /** Returns the counters that a durable store keeps, without the histogram; purged is the caller's. */
   toPersisted(): Omit<PersistedCounters, "purged"> {
     return {
       created: this.created,
@@ -106,7 +106,7 @@ export class Counters {
     }
   }
 
-  /** The highest sequence number accepted from a producer, 0 when none. */
+  /** Returns the highest sequence number accepted from a producer, 0 when none. */
   lastSequence(producerId: string): number {
     return this.producers.get(producerId)?.lastSequence ?? 0;
   }

@@ -22,7 +22,7 @@ export class LeaseTimers {
     this.siftUp(this.heap.length - 1);
   }
 
-  /** The earliest deadline, or undefined when empty. */
+  /** Returns the earliest deadline, or undefined when empty. */
   peekDeadline(): number | undefined {
     return this.heap[0]?.deadline;
   }

@@ -54,7 +54,7 @@ function pageSizeOf(value: number): number {
   return value === 0 ? defaultPageSize : value;
 }
 
-/** The job ids a dead-letter request names, or "all"; asking for neither is an error. */
+/** Returns the job ids a dead-letter request names, or "all"; naming neither is an error. */
 function targetsOf(request: { jobIds: bigint[]; all: boolean }): readonly number[] | "all" {
   if (request.all) {
     return "all";
@@ -86,7 +86,7 @@ export function adminHandlers(ctx: RpcContext, auth: AdminAuth): AdminHandlers {
         callback(toServiceError(err));
         return;
       }
-      // Read the cursor, then wait for the store: the answer then names only durable jobs.
+      // Read the cursor, then wait for the store, so the response names only durable jobs.
       const lastSequence = core.producerCursor(producerId);
       ctx.store.flush().then(
         () => callback(null, create(GetProducerCursorResponseSchema, { lastSequence: BigInt(lastSequence) })),

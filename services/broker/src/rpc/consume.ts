@@ -215,7 +215,7 @@ class ConsumeStream {
   }
 }
 
-/** Longest processing time an ack may report, in ms; larger values would overflow the totals. */
+/** Maximum processing time an ack may report, in ms, because larger values would overflow the totals. */
 const maxProcessingMs = 365 * 86_400_000;
 
 function ackInputOf(field: string, ack: Ack): AckInput {

@@ -3,7 +3,7 @@ import type { BrokerCore } from "../core/broker-core.js";
 import type { BrokerStore } from "../storage/store.js";
 import type { RequestLimits } from "./limits.js";
 
-/** What every RPC handler of the broker works with. */
+/** The dependencies every RPC handler of the broker uses. */
 export interface RpcContext {
   readonly core: BrokerCore;
   /** Confirmations wait for it: a job, result or cursor is reported once the store has committed it. */
@@ -16,7 +16,7 @@ export interface RpcContext {
   readonly openStreams: Set<(err: MpmcError) => void>;
 }
 
-/** An AbortSignal that aborts when the call is cancelled by the client or the server. */
+/** Returns an AbortSignal that aborts when the client or the server cancels the call. */
 export function cancellationSignal(call: { on(event: "cancelled", listener: () => void): unknown }): AbortSignal {
   const controller = new AbortController();
   call.on("cancelled", () => controller.abort());

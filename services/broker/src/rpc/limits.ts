@@ -1,12 +1,12 @@
 /** Bounds on what one request may carry. Each is a broker setting. */
 export interface RequestLimits {
-  /** Most jobs in one PublishRequest. */
+  /** Maximum jobs in one PublishRequest. */
   maxBatchJobs: number;
   /** Largest payload of one job, in bytes. */
   maxPayloadBytes: number;
   /** Most attributes on one job. */
   maxAttributes: number;
-  /** Longest attribute key or value, in characters. */
+  /** Maximum length of an attribute key or value, in characters. */
   maxAttributeLength: number;
   /** Most acks or releases in one ConsumeRequest. */
   maxBatchAcks: number;

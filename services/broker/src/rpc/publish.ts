@@ -10,7 +10,7 @@ import type { PublishRequestFields } from "./wire.js";
  * Publish reads one request at a time and does not read the next until every
  * job of the current one is in the queue. While it waits for room, unread
  * messages stay in grpc-js and HTTP/2 buffers, whose flow-control windows then
- * stop the producer, so the broker holds at most one batch per stream.
+ * stop the producer, so the broker keeps at most one batch per stream in memory.
  */
 export function publishHandler(ctx: RpcContext): handleClientStreamingCall<PublishRequest, PublishResponse> {
   return (call, callback) => {
@@ -78,7 +78,7 @@ export function publishHandler(ctx: RpcContext): handleClientStreamingCall<Publi
             ctx.logger.info({ producerId, accepted: Number(response.accepted) }, "publish stream cancelled by the producer");
             return;
           }
-          // Say how far the stream got, so the producer knows which jobs are in the queue.
+          // Report how far the stream got, so the producer can tell which jobs are in the queue.
           const accepted =
             `${response.accepted} jobs of this stream were accepted` +
             (response.accepted > 0n ? `, ids ${response.firstJobId} to ${response.lastJobId}` : "") +

@@ -35,7 +35,7 @@ export function submitHandler(ctx: RpcContext): handleUnaryCall<SubmitRequest, S
           return create(SubmitResponseSchema, { job: jobMessageOf(accepted) });
         }
         if (offered.duplicates > 0) {
-          // The first copy may still wait for its commit; say "duplicate" only once it is durable.
+          // The first copy may still wait for its commit, so report "duplicate" only once it is durable.
           await ctx.store.flush();
           return create(SubmitResponseSchema, { duplicate: true });
         }

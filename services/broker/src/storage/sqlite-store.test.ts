@@ -16,7 +16,7 @@ function job(data: number, sequence = 0): JobInput {
   return { data: BigInt(data), payload: new Uint8Array([data]), attributes: { n: String(data) }, sequence, leaseMs: 0 };
 }
 
-/** A consumer sink that records deliveries. */
+/** Returns a consumer sink that records deliveries. */
 function recordingSink(): ConsumerSink & { leases: Lease[] } {
   const leases: Lease[] = [];
   return { leases, deliver: (batch) => leases.push(...batch), end: () => {} };
@@ -44,7 +44,7 @@ describe("SqliteStore", () => {
     return store;
   }
 
-  /** A core journaling to a store opened on dir, restored from what the store holds. */
+  /** Opens a store on dir and returns a core that journals to it, restored from what it contains. */
   function openBroker(clock = new ManualClock(), overrides: Partial<SqliteStoreOptions> = {}): { core: BrokerCore; store: SqliteStore } {
     const store = open(overrides);
     const core = new BrokerCore({ capacity: 100, leaseMs: 1_000, clock, maxAttempts: 3, journal: (entry) => store.append(entry) });

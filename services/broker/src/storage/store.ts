@@ -10,7 +10,7 @@ import type { JobRecord, ResultRecord } from "../core/types.js";
  * engine implements the same four methods.
  */
 export interface BrokerStore {
-  /** What a previous run left, or an empty state for a new store. Called once, before append(). */
+  /** Returns the state a previous run left, or an empty state for a new store. Called once, before append(). */
   load(): RecoveredState;
   /** Queues an entry for the next group commit. */
   append(entry: JournalEntry): void;
